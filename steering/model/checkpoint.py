@@ -1,0 +1,176 @@
+"""Reading and writing checkpoints in the reference layout (reference-model.md §1.6)."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from steering.model.lrm import LAYERS, Connection
+from steering.model.network import LRMEmotionNet, ModelConfig
+
+log = logging.getLogger(__name__)
+
+BACKBONE_PREFIX = "visual_system.base."
+#: Present in every reference checkpoint, unused when the input is already log-mel features.
+UNUSED_PREFIXES = (
+    BACKBONE_PREFIX + "spectrogram_extractor.",
+    BACKBONE_PREFIX + "logmel_extractor.",
+    BACKBONE_PREFIX + "fc_audioset.",
+)
+AUDIOSET_CLASSES = 527
+_FLAT_LRM = re.compile(r"^lrm\.(from_(affective_\w+?_128d)_to_(visual_system_base_conv_block\d))\.(.+)$")
+_NESTED_LRM = re.compile(r"^lrm\.(visual_system_base_conv_block(\d))_modulation\.from_affective_(\w+?)_128d_to_")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that does not match the model it describes."""
+
+
+def _read(path: Path, map_location: str | torch.device) -> Any:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # Older checkpoints may pickle numpy scalars (e.g. best_val_pearson): the user's own file.
+        log.info("%s holds non-tensor objects; loading it with full unpickling", path)
+        return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def extract_state_dict(obj: Any, path: Path | str = "<checkpoint>") -> dict[str, torch.Tensor]:
+    """The state_dict of a checkpoint object: ``obj["model"]`` or ``obj`` itself."""
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{path}: expected a state_dict or a dict with a 'model' state_dict")
+    non_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if non_tensors:
+        raise CheckpointError(f"{path}: state_dict entries that are not tensors: {non_tensors[:10]}")
+    return dict(obj)
+
+
+def normalize_layout(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map the older flat LRM layout (``lrm.from_S_to_T.*``) to the nested one."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        match = _FLAT_LRM.match(key)
+        if match:
+            block, _source, target, rest = match.groups()
+            key = f"lrm.{target}_modulation.{block}.{rest}"
+        out[key] = value
+    return out
+
+
+def drop_unused(state: Mapping[str, torch.Tensor], path: Path | str) -> dict[str, torch.Tensor]:
+    """Remove the extractor and AudioSet-classifier keys, with one log line."""
+    kept = {k: v for k, v in state.items() if not k.startswith(UNUSED_PREFIXES)}
+    dropped = len(state) - len(kept)
+    if dropped:
+        log.info("%s: ignoring %d unused keys (spectrogram/logmel extractors, fc_audioset)", path, dropped)
+    return kept
+
+
+def infer_config(state: Mapping[str, torch.Tensor], path: Path | str = "<checkpoint>") -> ModelConfig:
+    """Architecture (channel widths, sizes, connections) from the state_dict's shapes."""
+    try:
+        channels = tuple(int(state[f"{BACKBONE_PREFIX}conv_block{i}.conv1.weight"].shape[0]) for i in range(1, 5))
+        embedding = int(state[f"{BACKBONE_PREFIX}fc1.weight"].shape[0])
+        mel_bins = int(state[f"{BACKBONE_PREFIX}bn0.weight"].shape[0])
+        hidden = int(state["affective_valence.0.weight"].shape[0])
+        source_dim = int(state["affective_valence.2.weight"].shape[0])
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: missing key {exc.args[0]!r}; cannot infer the architecture") from None
+    connections = set()
+    for key in state:
+        match = _NESTED_LRM.match(key)
+        if match:
+            connections.add(Connection(match.group(3), LAYERS[int(match.group(2)) - 1]))
+    ordered = tuple(sorted(connections, key=lambda c: (-c.block_index, c.pathway)))
+    return ModelConfig(channels, embedding, hidden, source_dim, mel_bins, ordered)
+
+
+def load_state_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path | str) -> None:
+    """Strict load with an error that lists missing, unexpected and mis-shaped keys."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mis_shaped = sorted(
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(state) & set(expected)
+        if state[k].shape != expected[k].shape
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {unexpected}")
+    if mis_shaped:
+        problems.append(f"shape mismatches: {mis_shaped}")
+    if problems:
+        raise CheckpointError(f"{path} does not match the model: " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LRMEmotionNet:
+    """Load a checkpoint in the reference layout (nested or flat LRM) into a model in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    state = drop_unused(normalize_layout(extract_state_dict(_read(path, "cpu"), path)), path)
+    model = LRMEmotionNet(infer_config(state, path))
+    load_state_into(model, state, path)
+    return model.to(device).eval()
+
+
+def load_backbone(model: LRMEmotionNet, path: str | Path) -> None:
+    """Load PANNs Cnn6 weights (``Cnn6_mAP=0.343.pth`` layout) into ``visual_system.base``."""
+    path = Path(path)
+    state = extract_state_dict(_read(path, "cpu"), path)
+    unused = ("spectrogram_extractor.", "logmel_extractor.", "fc_audioset.")
+    backbone_state = {k: v for k, v in state.items() if not k.startswith(unused)}
+    load_state_into(model.backbone, backbone_state, path)
+
+
+# --------------------------------------------------------------------------- writing
+def _extractor_state(embedding_size: int, n_fft: int = 1024, mel_bins: int = 64) -> dict[str, torch.Tensor]:
+    """Keys the reference layout always carries (torchlibrosa STFT/log-mel, AudioSet classifier).
+
+    The STFT kernels are the real/imaginary DFT bases with a periodic Hann window and the mel
+    matrix is the Slaney filterbank of the reference front end, so old scripts that build their
+    extractor from the file get the front end the features were made with.
+    """
+    from steering.audio.frontend import FrontEndConfig, mel_filterbank
+
+    n = torch.arange(n_fft, dtype=torch.float64)
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
+    window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+    angle = 2 * torch.pi * k * n / n_fft
+    fe = FrontEndConfig(n_fft=n_fft, mel_bins=mel_bins)
+    return {
+        f"{BACKBONE_PREFIX}spectrogram_extractor.stft.conv_real.weight": (torch.cos(angle) * window)[:, None].float(),
+        f"{BACKBONE_PREFIX}spectrogram_extractor.stft.conv_imag.weight": (-torch.sin(angle) * window)[:, None].float(),
+        f"{BACKBONE_PREFIX}logmel_extractor.melW": torch.as_tensor(mel_filterbank(fe).T, dtype=torch.float32),
+        f"{BACKBONE_PREFIX}fc_audioset.weight": torch.zeros(AUDIOSET_CLASSES, embedding_size),
+        f"{BACKBONE_PREFIX}fc_audioset.bias": torch.zeros(AUDIOSET_CLASSES),
+    }
+
+
+def reference_state_dict(model: LRMEmotionNet) -> dict[str, torch.Tensor]:
+    """The model's state_dict plus the unused reference keys, on CPU."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state.update(_extractor_state(model.config.embedding_size, mel_bins=model.config.mel_bins))
+    return state
+
+
+def save_checkpoint(model: LRMEmotionNet, path: str | Path, **extra: Any) -> Path:
+    """Write ``{"model": state_dict, **extra}`` atomically in the reference layout."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"model": reference_state_dict(model), **extra}, tmp)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,185 @@
+"""The LRM model: checkpoint loading, ModBlock formulas, passes and hooks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from steering import load_model
+from steering.model import CheckpointError, Connection, LRMEmotionNet, ModelConfig, load_backbone
+from steering.model.checkpoint import reference_state_dict, save_checkpoint
+from tests.conftest import TINY_CHANNELS, reference_state
+
+
+def features(b=3, t=32, seed=1):
+    return torch.randn(b, t, 64, generator=torch.Generator().manual_seed(seed)) * 5 - 30
+
+
+def test_reference_checkpoint_loads_with_inferred_architecture(tiny_model):
+    assert tiny_model.config.channels == TINY_CHANNELS
+    assert tiny_model.config.embedding_size == 16
+    assert {str(c) for c in tiny_model.connections} == {
+        "valence->conv4",
+        "valence->conv3",
+        "arousal->conv2",
+        "arousal->conv1",
+    }
+    assert not tiny_model.training
+    out = tiny_model(features())
+    assert out["valence"].shape == (3, 1) and out["arousal"].shape == (3, 1)
+    assert out["embedding"].shape == (3, 16)
+
+
+def test_bare_and_flat_layouts_load_identically(tmp_path, tiny_model):
+    bare = tmp_path / "bare.pth"
+    torch.save(reference_state(flat_lrm=True), bare)
+    model = load_model(bare)
+    x = features()
+    torch.testing.assert_close(model(x)["valence"], tiny_model(x)["valence"], rtol=0, atol=0)
+
+
+def test_missing_and_unexpected_keys_are_listed(tmp_path):
+    state = reference_state()
+    del state["affective_arousal.2.bias"]
+    state[
+        "lrm.visual_system_base_conv_block4_modulation.from_affective_valence_128d_to_visual_system_base_conv_block4.extra"
+    ] = torch.zeros(1)
+    state["some_new_head.weight"] = torch.zeros(2)
+    path = tmp_path / "bad.pth"
+    torch.save({"model": state}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_model(path)
+    msg = str(err.value)
+    assert str(path) in msg
+    assert "missing keys" in msg and "affective_arousal.2.bias" in msg
+    assert "unexpected keys" in msg and "some_new_head.weight" in msg
+
+
+def test_unused_keys_are_ignored_with_a_log_line(ref_checkpoint, caplog):
+    with caplog.at_level("INFO"):
+        load_model(ref_checkpoint)
+    assert any("ignoring 5 unused keys" in r.message for r in caplog.records)
+
+
+def test_modblock_matches_hand_computation(tiny_model):
+    conn = Connection("valence", "conv3")
+    block = tiny_model.modblock(conn)
+    v = torch.rand(2, 128) * 3
+    H, W = 5, 7
+    # Formulas of reference-model.md §1.4, computed on the full (H, W) map.
+    z = (v - v.mean(1, keepdim=True)) / torch.sqrt(v.var(1, unbiased=False, keepdim=True) + 1e-5)
+    t = torch.tanh(z).view(2, 128, 1, 1)
+    t = F.interpolate(t, size=(H, W), mode="bilinear", align_corners=True)
+    r = torch.einsum("oi,bihw->bohw", block.rescale.resize.conv1x1.weight[:, :, 0, 0], t)
+    r = torch.where(r < 0, r * block.neg_scale, r * block.pos_scale)
+    m = torch.einsum("oi,bihw->bohw", block.modulation.weight[:, :, 0, 0], r) + block.modulation.bias.view(1, -1, 1, 1)
+    got = block(v).expand(-1, -1, H, W)
+    torch.testing.assert_close(got, m, rtol=1e-5, atol=1e-6)
+
+
+def _plain_cnn6(model: LRMEmotionNet, x: torch.Tensor) -> torch.Tensor:
+    """PANNs Cnn6 forward written out from the reference description, eval mode."""
+    base = model.backbone
+    h = x.unsqueeze(1).transpose(1, 3)
+    h = F.batch_norm(h, base.bn0.running_mean, base.bn0.running_var, base.bn0.weight, base.bn0.bias, eps=1e-5)
+    h = h.transpose(1, 3)
+    for block in base.blocks:
+        h = F.conv2d(h, block.conv1.weight, padding=2)
+        bn = block.bn1
+        h = F.avg_pool2d(F.relu(F.batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias)), 2)
+    h = h.mean(dim=3)
+    h = h.max(dim=2).values + h.mean(dim=2)
+    return F.relu(base.fc1(h))
+
+
+def test_backbone_without_hooks_is_plain_cnn6(tiny_model):
+    x = features()
+    torch.testing.assert_close(tiny_model.backbone(x), _plain_cnn6(tiny_model, x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tiny_model(x, forward_passes=1)["embedding"], _plain_cnn6(tiny_model, x))
+
+
+def test_two_passes_differ_and_use_pass1_activations(tiny_model):
+    x = features()
+    one, two = tiny_model(x, forward_passes=2, return_list=True)
+    assert (one["valence"] - two["valence"]).abs().max() > 1e-4
+    # pass 2 by hand: hooks from pass-1 activations, out <- relu(out * (1 + sum m))
+    mods = tiny_model.modulations(one)
+    gains = tiny_model.gains_from(mods)
+    h = tiny_model.backbone.stem(x)
+    for i, block in enumerate(tiny_model.backbone.blocks):
+        h = block(h)
+        if i in gains:
+            h = F.relu(h * gains[i])
+    manual = tiny_model.heads(tiny_model.backbone.embed(h))
+    torch.testing.assert_close(two["valence"], manual["valence"])
+    # a third pass is modulated from pass 1 too, so it equals pass 2
+    three = tiny_model(x, forward_passes=3, return_list=True)
+    assert len(three) == 3
+    torch.testing.assert_close(three[2]["arousal"], two["arousal"])
+
+
+def test_zero_modulation_makes_two_passes_equal_one(tiny_model):
+    with torch.no_grad():
+        for group in tiny_model.lrm.values():
+            for block in group.values():
+                block.modulation.weight.zero_()
+                block.modulation.bias.zero_()
+    x = features()
+    one, two = tiny_model(x, forward_passes=2, return_list=True)
+    assert torch.equal(one["valence"], two["valence"]) and torch.equal(one["arousal"], two["arousal"])
+
+
+def test_no_hooks_remain_after_an_error(tiny_model):
+    def boom(*_):
+        raise RuntimeError("boom")
+
+    handle = tiny_model.affective_valence[4].register_forward_hook(boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        tiny_model(features(), forward_passes=2)
+    handle.remove()
+    for block in tiny_model.backbone.blocks:
+        assert len(block._forward_hooks) == 0
+    x = features()
+    torch.testing.assert_close(tiny_model(x, forward_passes=1)["embedding"], _plain_cnn6(tiny_model, x))
+
+
+def test_no_state_leaks_between_calls(tiny_model):
+    a, b = features(seed=1), features(seed=2)
+    alone = tiny_model(b)["valence"]
+    tiny_model(a)
+    assert torch.equal(tiny_model(b)["valence"], alone)
+    both = tiny_model(torch.cat([a, b]))["valence"][3:]
+    torch.testing.assert_close(both, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_eval_mode_is_deterministic(tiny_model):
+    x = features()
+    assert torch.equal(tiny_model(x)["valence"], tiny_model(x)["valence"])
+
+
+def test_config_built_model_round_trips_through_reference_layout(tmp_path):
+    cfg = ModelConfig.from_mapping(
+        {"channels": [8, 8, 16, 16], "embedding_size": 24, "connections": [["valence", "conv4"], "arousal->conv1"]}
+    )
+    model = LRMEmotionNet(cfg).eval()
+    state = reference_state_dict(model)
+    assert state["visual_system.base.logmel_extractor.melW"].shape == (513, 64)
+    path = save_checkpoint(model, tmp_path / "m.pth", iteration=3)
+    loaded = load_model(path)
+    assert loaded.config.channels == (8, 8, 16, 16)
+    assert set(loaded.connections) == {Connection("valence", "conv4"), Connection("arousal", "conv1")}
+    x = features()
+    torch.testing.assert_close(loaded(x)["valence"], model(x)["valence"])
+
+
+def test_panns_backbone_weights_load(tmp_path, tiny_model):
+    ref = reference_state()
+    prefix = "visual_system.base."
+    panns = {k.removeprefix(prefix): v for k, v in ref.items() if k.startswith(prefix)}
+    path = tmp_path / "Cnn6_mAP=0.343.pth"
+    torch.save({"model": panns}, path)
+    model = LRMEmotionNet(tiny_model.config).eval()
+    load_backbone(model, path)
+    x = features()
+    torch.testing.assert_close(model.backbone(x), tiny_model.backbone(x))
