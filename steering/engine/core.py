@@ -1,0 +1,198 @@
+"""Steered forward passes.
+
+Feedback acts on a block's *output* (gain, then ReLU), so for a configuration whose earliest
+steered block is k, everything up to block k's unmodified pass-2 output is the same for every
+strength, method, signal and blend: pass 1, the model's own modulations, the baseline and that
+output (the "prefix"). :func:`shared_pass` computes them once; :func:`steer_from_shared` runs only
+the gain at block k and the layers after it, for several strengths in one batched forward.
+:func:`steer_direct` is the straightforward reference (whole passes, hooks): both agree to float
+rounding, which the tests and ``benchmarks/sweep.py`` check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from steering.engine.methods import method_modulation
+from steering.engine.spec import SteeringSpec
+from steering.model.lrm import PATHWAYS, Connection, apply_gain
+from steering.model.network import LRMEmotionNet
+
+TARGETS = ("valence", "arousal")
+
+
+@dataclass
+class SharedPass:
+    """Configuration-independent results for one batch (all tensors on one device)."""
+
+    first: dict[str, torch.Tensor]  # pass-1 valence/arousal (B,1) and *_128d (B,128)
+    baseline: dict[str, torch.Tensor]  # the model's own prediction (pass 2): valence/arousal (B,1)
+    own_modulations: dict[Connection, torch.Tensor]  # (B,C,1,1) from pass-1 activations
+    start_block: int  # 0-based block whose raw pass-2 output is ``prefix``
+    prefix: torch.Tensor  # raw (pre-gain) pass-2 output of ``start_block``
+
+    def to(self, device: torch.device | str) -> SharedPass:
+        return SharedPass(
+            first={k: v.to(device) for k, v in self.first.items()},
+            baseline={k: v.to(device) for k, v in self.baseline.items()},
+            own_modulations={k: v.to(device) for k, v in self.own_modulations.items()},
+            start_block=self.start_block,
+            prefix=self.prefix.to(device),
+        )
+
+    def state(self) -> dict:
+        """A plain dict of tensors for ``torch.save`` (connections as strings)."""
+        return {
+            "first": self.first,
+            "baseline": self.baseline,
+            "own_modulations": {str(c): m for c, m in self.own_modulations.items()},
+            "start_block": self.start_block,
+            "prefix": self.prefix,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping) -> SharedPass:
+        return cls(
+            first=dict(state["first"]),
+            baseline=dict(state["baseline"]),
+            own_modulations={Connection.parse(k): v for k, v in state["own_modulations"].items()},
+            start_block=int(state["start_block"]),
+            prefix=state["prefix"],
+        )
+
+
+def _require_eval(model: LRMEmotionNet) -> None:
+    if model.training:
+        raise RuntimeError("steering runs in eval mode; call model.eval() first")
+
+
+@torch.inference_mode()
+def shared_pass(model: LRMEmotionNet, features: torch.Tensor, start_block: int) -> SharedPass:
+    """Pass 1, the baseline pass 2 and the raw pass-2 output of ``start_block``, in one go."""
+    _require_eval(model)
+    first = model.feedforward(features)
+    own = model.modulations(first)
+    gains = model.gains_from(own)
+    backbone = model.backbone
+    h = backbone.stem(features)
+    prefix = None
+    for i, block in enumerate(backbone.blocks):
+        raw = block(h)
+        if i == start_block:
+            prefix = raw
+        h = apply_gain(raw, gains[i]) if i in gains else raw
+    baseline = model.heads(backbone.embed(h))
+    assert prefix is not None, f"start_block {start_block} out of range"
+    return SharedPass(
+        first={k: first[k] for k in (*TARGETS, *(f"{p}_128d" for p in PATHWAYS))},
+        baseline={k: baseline[k] for k in TARGETS},
+        own_modulations=own,
+        start_block=start_block,
+        prefix=prefix,
+    )
+
+
+def steered_modulations(
+    model: LRMEmotionNet,
+    spec: SteeringSpec,
+    own_sources: Mapping[str, torch.Tensor],
+    own_modulations: Mapping[Connection, torch.Tensor],
+    signals: Mapping[str, torch.Tensor],
+    mask: torch.Tensor,
+    strength: torch.Tensor,
+) -> dict[Connection, torch.Tensor]:
+    """Every connection's modulation: steered on ``spec.connections`` for rows where ``mask``.
+
+    ``own_sources``/``signals``: pathway -> (N,128); ``mask``: (N,) bool; ``strength``: (N,).
+    Rows without a signal, and every unselected connection, keep the model's own feedback.
+    """
+    mods = dict(own_modulations)
+    keep = mask.view(-1, 1, 1, 1)
+    for conn in sorted(spec.connections):
+        own = own_sources[conn.pathway]
+        source = (
+            signals[conn.pathway]
+            if spec.alpha == 1.0
+            else spec.alpha * signals[conn.pathway] + (1.0 - spec.alpha) * own
+        )
+        steered = method_modulation(model.modblock(conn), source, spec.method, strength)
+        mods[conn] = torch.where(keep, steered, own_modulations[conn])
+    return mods
+
+
+def _repeat(t: torch.Tensor, times: int) -> torch.Tensor:
+    return t if times == 1 else t.repeat(times, *([1] * (t.dim() - 1)))
+
+
+@torch.inference_mode()
+def steer_from_shared(
+    model: LRMEmotionNet,
+    shared: SharedPass,
+    spec: SteeringSpec,
+    signals: Mapping[str, torch.Tensor],
+    mask: torch.Tensor,
+    strengths: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Steered predictions for each of ``strengths`` (S,): {valence, arousal} of shape (S, B).
+
+    Runs only the gain at the first steered block and the layers after it; the S strengths share
+    one batched forward. ``spec.strength`` is ignored in favour of ``strengths``.
+    """
+    _require_eval(model)
+    if spec.priming:
+        raise ValueError("priming changes pass 1, so it cannot reuse shared work; use steer_direct")
+    if spec.first_block < shared.start_block:
+        raise ValueError(f"shared work starts at block {shared.start_block}, spec steers block {spec.first_block}")
+    n_strengths, batch = strengths.numel(), mask.shape[0]
+    rows = strengths.to(shared.prefix.device).repeat_interleave(batch)
+    own_sources = {p: _repeat(shared.first[f"{p}_128d"], n_strengths) for p in PATHWAYS}
+    own_mods = {c: _repeat(m, n_strengths) for c, m in shared.own_modulations.items()}
+    sig = {p: _repeat(v, n_strengths) for p, v in signals.items()}
+    mods = steered_modulations(model, spec, own_sources, own_mods, sig, _repeat(mask, n_strengths), rows)
+    gains = model.gains_from(mods)
+    backbone = model.backbone
+    k = shared.start_block
+    h = _repeat(shared.prefix, n_strengths)
+    if k in gains:
+        h = apply_gain(h, gains[k])
+    for i in range(k + 1, len(backbone.blocks)):
+        h = backbone.blocks[i](h)
+        if i in gains:
+            h = apply_gain(h, gains[i])
+    out = model.heads(backbone.embed(h))
+    return {t: out[t].view(n_strengths, batch) for t in TARGETS}
+
+
+@torch.inference_mode()
+def steer_direct(
+    model: LRMEmotionNet,
+    features: torch.Tensor,
+    spec: SteeringSpec,
+    signals: Mapping[str, torch.Tensor],
+    mask: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Steered predictions {valence, arousal} (B,) with whole passes through the hooked model.
+
+    With ``spec.priming`` pass 1 is steered too (selected connections only; the model has no
+    own activations yet), and the model's own feedback in pass 2 comes from those primed
+    activations.
+    """
+    _require_eval(model)
+    batch = features.shape[0]
+    strength = torch.full((batch,), float(spec.strength), device=features.device)
+    priming_gains = None
+    if spec.priming:
+        # Pass 1 has no own feedback: unselected rows/connections get no modulation at all.
+        zeros = {p: torch.zeros(batch, model.config.source_dim, device=features.device) for p in PATHWAYS}
+        blank = {c: torch.zeros(1, device=features.device) for c in spec.connections}
+        primed = steered_modulations(model, spec, zeros, blank, signals, mask, strength)
+        priming_gains = model.gains_from(primed)
+    first = model.feedforward(features, priming_gains)
+    own = model.modulations(first)
+    sources = {p: first[f"{p}_128d"] for p in PATHWAYS}
+    mods = steered_modulations(model, spec, sources, own, signals, mask, strength)
+    out = model.feedforward(features, model.gains_from(mods))
+    return {t: out[t].view(batch) for t in TARGETS}
