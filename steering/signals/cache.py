@@ -1,0 +1,55 @@
+"""Signals cached on disk, keyed by what they are computed from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from steering.binning import Binning
+from steering.signals.io import SignalFileError, load_signals, save_signals
+from steering.signals.signalset import SignalSet
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+
+
+def cache_key(model_hash: str, data_hash: str, split: str, binning: Binning) -> str:
+    """Content-hash key: checkpoint, data, split and the full binning scheme (thresholds, min_samples)."""
+    spec = {
+        "format": CACHE_FORMAT,
+        "model": model_hash,
+        "data": data_hash,
+        "split": split,
+        "binning": binning.to_dict(),
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cached_signals(
+    model_hash: str,
+    data_hash: str,
+    split: str,
+    binning: Binning,
+    cache_dir: str | Path,
+    build: Callable[[], SignalSet],
+) -> SignalSet:
+    """The cached signals for this key, else ``build()``'s, saved to the cache first.
+
+    An unreadable cache file is rebuilt (with a warning) rather than trusted.
+    """
+    path = Path(cache_dir) / f"signals_{binning.name}_{cache_key(model_hash, data_hash, split, binning)}.json"
+    if path.is_file():
+        try:
+            signals = load_signals(path, binning)
+            log.info("using cached signals %s", path)
+            return signals
+        except SignalFileError as exc:
+            log.warning("rebuilding unreadable cached signals: %s", exc)
+    signals = build()
+    save_signals(signals, path)
+    signals.source_path = path
+    return signals

@@ -1,0 +1,177 @@
+"""Signal files in the users' JSON layout (reference-model.md §3).
+
+Each category name maps to ``{"valence_128d": [...], "arousal_128d": [...], "samples_count": n, ...}``;
+the non-category keys ``metadata`` (provenance, diagnostics) and ``generation_config`` sit beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steering.binning import Binning, BinningError
+from steering.signals.signalset import PATHWAYS, SIGNAL_DIM, SignalSet
+
+log = logging.getLogger(__name__)
+
+NON_CATEGORY_KEYS = ("metadata", "generation_config")
+VECTOR_KEYS = {p: f"{p}_128d" for p in PATHWAYS}
+COUNT_KEY = "samples_count"
+
+
+class SignalFileError(ValueError):
+    """A signal file that is missing or malformed."""
+
+
+def _vector(path: Path, category: str, key: str, value: Any) -> np.ndarray:
+    try:
+        vec = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SignalFileError(f"{path}: {category}.{key} is not a list of numbers") from None
+    if vec.shape != (SIGNAL_DIM,):
+        raise SignalFileError(f"{path}: {category}.{key} must hold {SIGNAL_DIM} numbers, got shape {vec.shape}")
+    if not np.isfinite(vec).all():
+        raise SignalFileError(f"{path}: {category}.{key} has NaN/inf values")
+    return vec
+
+
+def _binning_name(meta: dict[str, Any], binning: Binning | None) -> str:
+    if binning is not None:
+        return binning.name
+    b = meta.get("binning")
+    if isinstance(b, dict):
+        return str(b.get("name", "custom"))
+    return str(b) if b else "custom"
+
+
+def load_signals(path: str | Path, binning: Binning | None = None) -> SignalSet:
+    """Read a signal file as it is (no ``min_samples`` filtering).
+
+    With ``binning``, category names are canonicalised through its aliases (``neutral_middle`` ->
+    ``neutral_moderate``) and unknown names are an error; without, names are kept as written.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SignalFileError(f"{path}: signal file not found")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SignalFileError(f"{path}: not a JSON file ({exc})") from None
+    if not isinstance(raw, dict):
+        raise SignalFileError(f"{path}: expected a JSON object mapping category names to signals")
+
+    meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    gen = raw.get("generation_config") if isinstance(raw.get("generation_config"), dict) else {}
+    vectors: dict[str, dict[str, np.ndarray]] = {}
+    counts: dict[str, int] = {}
+    extras: dict[str, dict[str, Any]] = {}
+    for key, entry in raw.items():
+        if key in NON_CATEGORY_KEYS or not isinstance(entry, dict):
+            continue
+        has_vectors = any(k in entry for k in VECTOR_KEYS.values())
+        if binning is not None:
+            try:
+                name = binning.canonical(key)
+            except BinningError as exc:
+                if not has_vectors:
+                    log.debug("%s: skipping non-category key %r", path, key)
+                    continue
+                raise SignalFileError(f"{path}: {exc}") from None
+        elif has_vectors:
+            name = key
+        else:
+            log.debug("%s: skipping non-category key %r", path, key)
+            continue
+        if name in vectors:
+            raise SignalFileError(f"{path}: category {name!r} appears twice (as {key!r} and another spelling)")
+        missing = [k for k in VECTOR_KEYS.values() if k not in entry]
+        if missing:
+            raise SignalFileError(f"{path}: category {key!r} is missing {', '.join(missing)}")
+        vectors[name] = {p: _vector(path, key, k, entry[k]) for p, k in VECTOR_KEYS.items()}
+        count = entry.get(COUNT_KEY, 0)
+        if isinstance(count, bool) or not isinstance(count, int | float) or count < 0:
+            raise SignalFileError(f"{path}: {key}.{COUNT_KEY} must be a non-negative integer, got {count!r}")
+        counts[name] = int(count)
+        extra = {k: v for k, v in entry.items() if k not in VECTOR_KEYS.values() and k != COUNT_KEY}
+        if extra:
+            extras[name] = extra
+    if not vectors:
+        raise SignalFileError(f"{path}: no category signals found (keys: {sorted(raw)[:10]})")
+    if binning is not None:  # the scheme's order, whatever the file's
+        order = {c: i for i, c in enumerate(binning.categories)}
+        vectors = dict(sorted(vectors.items(), key=lambda kv: order[kv[0]]))
+    log.info("loaded %d signals from %s", len(vectors), path)
+    return SignalSet(
+        binning_name=_binning_name(meta, binning),
+        vectors=vectors,
+        counts=counts,
+        metadata=dict(meta),
+        source_path=path,
+        generation_config=dict(gen),
+        extras=extras,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON-safe copy: numpy to Python, non-finite floats to null, paths to strings."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def signals_to_json(signals: SignalSet) -> dict[str, Any]:
+    """The users' layout: categories first, then ``metadata`` and ``generation_config``."""
+    from steering.signals.diagnostics import signal_diagnostics
+
+    out: dict[str, Any] = {}
+    for cat in signals.categories:
+        entry: dict[str, Any] = {k: signals.vectors[cat][p].astype(np.float64).tolist() for p, k in VECTOR_KEYS.items()}
+        entry[COUNT_KEY] = int(signals.counts.get(cat, 0))
+        entry.update(_jsonable(signals.extras.get(cat, {})))
+        out[cat] = entry
+    meta = dict(signals.metadata)
+    meta.setdefault("binning", signals.binning_name)
+    meta.setdefault("counts", {c: int(signals.counts.get(c, 0)) for c in signals.categories})
+    meta["fingerprint"] = signals.fingerprint()
+    diagnostics = dict(meta.get("diagnostics") or {})
+    for key, value in signal_diagnostics(signals).items():
+        diagnostics.setdefault(key, value)
+    meta["diagnostics"] = diagnostics
+    out["metadata"] = _jsonable(meta)
+    out["generation_config"] = _jsonable(signals.generation_config)
+    return out
+
+
+def save_signals(signals: SignalSet, path: str | Path) -> Path:
+    """Write ``signals`` in the users' layout, atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = signals_to_json(signals)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=1, allow_nan=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    log.info("saved %d signals to %s", len(signals), path)
+    return path

@@ -1,0 +1,71 @@
+"""A set of steering signals: one mean 128-d activation per category and pathway."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PATHWAYS = ("valence", "arousal")
+SIGNAL_DIM = 128
+
+
+@dataclass
+class SignalSet:
+    """Signals of one binning: ``vectors[category][pathway]`` is a (128,) float64 array."""
+
+    binning_name: str
+    vectors: dict[str, dict[str, np.ndarray]]
+    counts: dict[str, int] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source_path: Path | None = None
+    # Kept so a loaded file saves back with the same keys: its generation_config and extra per-category keys.
+    generation_config: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """Categories that have a signal, in insertion order."""
+        return tuple(self.vectors)
+
+    def __contains__(self, category: object) -> bool:
+        return category in self.vectors
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def vector(self, category: str, pathway: str) -> np.ndarray:
+        if category not in self.vectors:
+            raise KeyError(f"no signal for category {category!r}; available: {list(self.vectors)}")
+        if pathway not in PATHWAYS:
+            raise KeyError(f"unknown pathway {pathway!r}; expected one of {PATHWAYS}")
+        return self.vectors[category][pathway]
+
+    def matrix(self, pathway: str, categories: Sequence[str] | None = None) -> np.ndarray:
+        """(K, 128) signals of ``pathway`` for ``categories`` (default: all, in order)."""
+        cats = self.categories if categories is None else categories
+        if not cats:
+            return np.zeros((0, SIGNAL_DIM))
+        return np.stack([self.vector(c, pathway) for c in cats])
+
+    def grand_mean(self, pathway: str) -> np.ndarray:
+        """Sample-weighted mean of the category signals (unweighted when counts are missing)."""
+        mat = self.matrix(pathway)
+        weights = np.array([self.counts.get(c, 0) for c in self.categories], dtype=np.float64)
+        if weights.sum() <= 0:
+            weights = np.ones(len(mat))
+        return (weights[:, None] * mat).sum(axis=0) / weights.sum()
+
+    def fingerprint(self, length: int = 16) -> str:
+        """Content hash of binning name, categories, vectors and counts (not metadata)."""
+        digest = hashlib.sha256(self.binning_name.encode())
+        for cat in sorted(self.vectors):
+            digest.update(cat.encode())
+            digest.update(str(int(self.counts.get(cat, 0))).encode())
+            for pathway in PATHWAYS:
+                digest.update(np.ascontiguousarray(self.vectors[cat][pathway], dtype=np.float64).tobytes())
+        return digest.hexdigest()[:length]
