@@ -76,7 +76,7 @@ def run_signals(cfg: DictConfig) -> Path:
     path = save_signals(signals, Path(cfg.output))
     diag = signals.metadata.get("diagnostics", {})
     summary = ", ".join(
-        f"{p}: cosine distance {diag.get(f'{p}_mean_cosine_distance', float('nan')):.3f}, "
+        f"{p}: cosine distance {diag.get(f'{p}_mean_cosine_distance', float('nan')):.3g}, "
         f"separation {diag.get(f'{p}_separation_ratio', float('nan')):.2f}"
         for p in PATHWAYS
     )
