@@ -1,0 +1,28 @@
+"""``python -m steering.run``: one steering configuration, logged as one MLflow run."""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from steering.runner import evaluate, summary
+
+log = logging.getLogger("steering.run")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="run")
+def main(cfg: DictConfig) -> float:
+    hydra_cfg = HydraConfig.get()
+    sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
+    result = evaluate(cfg, sweep_dir=sweep_dir)
+    print(summary(cfg, result), flush=True)
+    # The return value lets optimisation sweepers (e.g. Optuna) maximise the valence gain.
+    return float(result.metrics["dr_valence"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""MLflow tracking for steering runs: store set-up, flattened params, tags, sweep nesting."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import mlflow  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+#: Written by the sweep callback into the sweep directory; every job of the sweep reads it.
+PARENT_FILE = "mlflow_parent.json"
+MAX_PARAM_LENGTH = 6000
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """The working tree's commit (with ``-dirty`` when modified), or ``unknown``."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def configure(uri: str, experiment: str) -> str:
+    """Point MLflow at ``uri``, create ``experiment`` if needed; returns the experiment id."""
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.set_experiment(experiment)
+    return exp.experiment_id
+
+
+def sweep_parent(sweep_dir: str | Path | None) -> dict[str, str] | None:
+    """The parent run written by the sweep callback, if this job belongs to a tracked sweep."""
+    if sweep_dir is None:
+        return None
+    path = Path(sweep_dir) / PARENT_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+@contextlib.contextmanager
+def job_run(
+    cfg: DictConfig,
+    run_name: str,
+    tags: Mapping[str, str],
+    sweep_dir: str | Path | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """Start one MLflow run for a job: params flattened from the resolved config, tags, config artifact.
+
+    In a sweep the run is nested under the sweep's parent run. An exception marks the run FAILED
+    and what was logged before it stays.
+    """
+    parent = sweep_parent(sweep_dir)
+    uri = parent["tracking_uri"] if parent else cfg.tracking.uri
+    configure(uri, cfg.tracking.experiment)
+    all_tags = {"git_commit": git_commit(), **tags}
+    if parent:
+        all_tags.update({"mlflow.parentRunId": parent["run_id"], "sweep_id": parent["sweep_id"]})
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    with mlflow.start_run(run_name=run_name, tags=all_tags) as run:
+        params = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in flatten(resolved).items()}
+        mlflow.log_params(params)
+        mlflow.log_text(OmegaConf.to_yaml(resolved), "config.yaml")
+        yield run

@@ -1,0 +1,187 @@
+"""The runner end to end on a tiny reference-layout checkpoint and feature file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from steering.data import FeatureFile, split_indices, write_feature_file
+from steering.engine import SteeringConfigError
+from steering.metrics import williams_t
+from steering.runner import evaluate
+from tests.conftest import make_feature_arrays
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@pytest.fixture
+def assets(tmp_path, ref_checkpoint):
+    features = write_feature_file(tmp_path / "feats.h5", *make_feature_arrays(n=120, frames=32, seed=5))
+    return {"checkpoint": ref_checkpoint, "features": features, "tmp": tmp_path}
+
+
+def _cfg(assets, *overrides):
+    tmp = assets["tmp"]
+    base = [
+        f"model.checkpoint={assets['checkpoint']}",
+        f"data.path={assets['features']}",
+        f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+        f"cache.dir={tmp}/cache",
+        f"demo.cache_dir={tmp}/demo",
+        "binning.min_samples=3",
+        "metrics.bootstrap_resamples=200",
+        "batch_size=16",
+    ]
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="run", overrides=[*base, *overrides])
+
+
+def _params_hash(model_path):
+    from steering import load_model
+
+    model = load_model(model_path)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_run_logs_params_metrics_artifacts_and_tags(assets):
+    result = evaluate(_cfg(assets, "method=bypass", "strength=2.0"))
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{assets['tmp']}/mlflow.db")
+    run = client.get_run(result.run_id)
+    for t in ("valence", "arousal"):
+        for name in ("r_base", "r_steered", "ccc_base", "ccc_steered", "mae_base", "mae_steered", "shift"):
+            assert f"{name}_{t}" in run.data.metrics
+        for suffix in ("", "_ci_low", "_ci_high", "_p", "_zou_low", "_zou_high"):
+            assert f"dr_{t}{suffix}" in run.data.metrics
+    for name in ("coverage", "n_eval", "feedback_effect"):
+        assert name in run.data.metrics
+    assert run.data.params["method.name"] == "bypass" and run.data.params["strength"] == "2.0"
+    assert run.data.params["binning.valence.thresholds"] == "[-0.3, 0.3]"
+    assert run.data.tags["oracle"] == "true"
+    assert run.data.tags["git_commit"]
+    assert run.info.run_name == "9bin-valence-conv4-bypass-s2-oracle"
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"config.yaml", "predictions.csv", "per_category.csv", "signals_9bin.json"} <= artifacts
+    local = client.download_artifacts(result.run_id, "predictions.csv", str(assets["tmp"]))
+    pred = pd.read_csv(local)
+    assert list(pred.columns) == [
+        "audio_name",
+        "valence",
+        "arousal",
+        "category",
+        "steered",
+        "base_valence",
+        "base_arousal",
+        "steered_valence",
+        "steered_arousal",
+        "signal",
+    ]
+    # The logged dr and p can be recomputed from the CSV.
+    r_b = np.corrcoef(pred.base_valence, pred.valence)[0, 1]
+    r_s = np.corrcoef(pred.steered_valence, pred.valence)[0, 1]
+    r_bs = np.corrcoef(pred.base_valence, pred.steered_valence)[0, 1]
+    assert run.data.metrics["dr_valence"] == pytest.approx(r_s - r_b, abs=1e-5)
+    assert run.data.metrics["dr_valence_p"] == pytest.approx(williams_t(r_s, r_b, r_bs, len(pred))[1], abs=1e-4)
+
+
+def test_predictions_match_the_model_and_evaluated_split(assets):
+    result = evaluate(_cfg(assets, "method=modulation", "strength=0.0"))
+    pred = result.predictions
+    with FeatureFile(assets["features"]) as ff:
+        idx = split_indices(len(ff), "test")
+        assert list(pred.audio_name) == [ff.audio_names[i] for i in idx]
+        from steering import load_model
+
+        model = load_model(assets["checkpoint"])
+        with torch.no_grad():
+            base = model(ff.read(idx).features)["valence"].view(-1).numpy()
+    np.testing.assert_allclose(pred.base_valence, base, rtol=1e-5, atol=1e-5)
+
+
+def test_signals_from_training_split_contain_no_evaluated_sample(assets):
+    result = evaluate(_cfg(assets))
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{assets['tmp']}/mlflow.db")
+    path = client.download_artifacts(result.run_id, "signals_9bin.json", str(assets["tmp"]))
+    meta = json.loads(Path(path).read_text())["metadata"]
+    with FeatureFile(assets["features"]) as ff:
+        evaluated = set(split_indices(len(ff), "test").tolist())
+        train = set(split_indices(len(ff), "train").tolist())
+    assert set(meta["indices"]) == train
+    assert not set(meta["indices"]) & evaluated
+    assert result.tags["signals_leakage"] == "false"
+    leaky = evaluate(_cfg(assets, "signals.split=all"))
+    assert leaky.tags["signals_leakage"] == "true"
+
+
+def test_oracle_tag_follows_the_category_choice(assets):
+    assert evaluate(_cfg(assets, "category=predicted")).tags["oracle"] == "false"
+    assert evaluate(_cfg(assets, "category=shuffled")).tags["oracle"] == "true"
+    mean = evaluate(_cfg(assets, "category=mean"))
+    assert mean.tags["oracle"] == "false" and mean.metrics["coverage"] == 1.0
+
+
+def test_impossible_pair_fails_before_any_work(assets):
+    with pytest.raises(SteeringConfigError, match="arousal->conv4"):
+        evaluate(_cfg(assets, "pathway=arousal", "layer=conv4"))
+    assert not (assets["tmp"] / "cache").exists()
+
+
+def test_model_unchanged_and_no_hooks_after_a_failing_run(assets, monkeypatch):
+    from steering import runner
+
+    before = _params_hash(assets["checkpoint"])
+    seen = {}
+    real_load = runner.load_model
+
+    def spy_load(*args, **kwargs):
+        seen["model"] = real_load(*args, **kwargs)
+        seen["state"] = {k: v.clone() for k, v in seen["model"].state_dict().items()}
+        return seen["model"]
+
+    def boom(*_args, **_kwargs):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(runner, "load_model", spy_load)
+    monkeypatch.setattr(runner, "steer_from_shared", boom)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        evaluate(_cfg(assets, "method=bypass", "strength=3"))
+    model = seen["model"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, seen["state"][k]) and torch.equal(v, before[k])
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+    runs = mlflow.search_runs(experiment_names=["steering"], filter_string="attributes.status = 'FAILED'")
+    assert len(runs) == 1
+
+
+def test_cli_runs_one_configuration(assets):
+    tmp = assets["tmp"]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "steering.run",
+        "binning=9bin",
+        "pathway=valence",
+        "layer=conv3",
+        "strength=1.5",
+        f"model.checkpoint={assets['checkpoint']}",
+        f"data.path={assets['features']}",
+        f"tracking.uri=sqlite:///{tmp}/cli.db",
+        f"cache.dir={tmp}/cache",
+        "binning.min_samples=3",
+        "metrics.bootstrap_resamples=100",
+        f"hydra.run.dir={tmp}/out",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "dr " in proc.stdout and "MLflow run" in proc.stdout
