@@ -273,6 +273,9 @@ def test_cached_signals_build_once_per_key(tmp_path, bin9, bin25):
     first.source_path.write_text("{broken")  # a corrupt cache entry is rebuilt, not trusted
     cached_signals("m1", "d1", "train", bin9, tmp_path, build)
     assert len(calls) == 4
+    cached_signals("m1", "d1", "train", bin9, None, build)  # caching off
+    cached_signals("m1", "d1", "train", bin9, None, build)
+    assert len(calls) == 6
 
 
 # --------------------------------------------------------------------------- app

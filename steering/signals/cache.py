@@ -34,13 +34,16 @@ def cached_signals(
     data_hash: str,
     split: str,
     binning: Binning,
-    cache_dir: str | Path,
+    cache_dir: str | Path | None,
     build: Callable[[], SignalSet],
 ) -> SignalSet:
     """The cached signals for this key, else ``build()``'s, saved to the cache first.
 
-    An unreadable cache file is rebuilt (with a warning) rather than trusted.
+    An unreadable cache file is rebuilt (with a warning) rather than trusted. ``cache_dir=None``
+    turns caching off: ``build()`` every time, nothing written.
     """
+    if cache_dir is None:
+        return build()
     path = Path(cache_dir) / f"signals_{binning.name}_{cache_key(model_hash, data_hash, split, binning)}.json"
     if path.is_file():
         try:
