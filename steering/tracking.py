@@ -68,6 +68,16 @@ def sweep_parent(sweep_dir: str | Path | None) -> dict[str, str] | None:
     return json.loads(path.read_text())
 
 
+def hydra_job_tags() -> dict[str, str]:
+    """The Hydra job number and its task overrides, so a sweep table can show each job's choices."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    hydra_cfg = HydraConfig.get()
+    return {"sweep_job_num": str(hydra_cfg.job.num), "sweep_overrides": json.dumps(list(hydra_cfg.overrides.task))}
+
+
 @contextlib.contextmanager
 def job_run(
     cfg: DictConfig,
@@ -85,7 +95,7 @@ def job_run(
     configure(uri, cfg.tracking.experiment)
     all_tags = {"git_commit": git_commit(), **tags}
     if parent:
-        all_tags.update({"mlflow.parentRunId": parent["run_id"], "sweep_id": parent["sweep_id"]})
+        all_tags.update({"mlflow.parentRunId": parent["run_id"], "sweep_id": parent["sweep_id"], **hydra_job_tags()})
     resolved = OmegaConf.to_container(cfg, resolve=True)
     with mlflow.start_run(run_name=run_name, tags=all_tags) as run:
         params = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in flatten(resolved).items()}

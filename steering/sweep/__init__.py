@@ -1,0 +1,1 @@
+"""Sweeps: the Hydra callback that nests job runs under a parent run, comparison tables, local server."""

@@ -1,0 +1,218 @@
+"""Hydra callback: one parent MLflow run per sweep, job runs nested under it, a comparison table at the end.
+
+Registered in ``conf/run.yaml`` under ``hydra.callbacks``. In a multirun it
+
+1. creates the tracking store and experiment once (jobs never race to create SQLite tables),
+2. opens the parent run (client API, so no active fluent run leaks into in-process jobs),
+3. for parallel launchers over a SQLite store, starts a local ``mlflow server`` so that jobs log
+   over HTTP instead of writing SQLite concurrently,
+4. writes ``mlflow_parent.json`` into the sweep dir; ``steering.tracking.job_run`` reads it and
+   nests each job's run under the parent (tags ``mlflow.parentRunId``, ``sweep_id``),
+5. at the end builds ``comparison.csv``/``comparison.md`` (and a strength-response figure when
+   strength varies) from the child runs, logs them to the parent and writes them into the sweep dir.
+
+Hydra 1.3's sweeper re-raises a failed job's exception after the batch, so ``on_multirun_end`` is
+never called then; an ``atexit`` hook finishes the sweep in that case, and the table still has
+every job (the failed ones marked FAILED).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import socket
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
+from hydra.core.utils import JobReturn, JobStatus  # noqa: E402
+from hydra.experimental.callback import Callback  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from steering.sweep import table as tbl  # noqa: E402
+from steering.sweep.server import LocalServer, start_server  # noqa: E402
+from steering.tracking import PARENT_FILE, configure, sweep_parent  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+PARALLEL_LAUNCHERS = ("joblib", "submitit")
+# Process-level state: the callback object itself is pickled to joblib/submitit workers, a server handle is not.
+_ACTIVE: dict[str, Any] = {}
+
+
+def varied_keys(config: DictConfig) -> list[str]:
+    """Keys swept by this multirun: command-line sweep overrides and ``hydra.sweeper.params``."""
+    keys: list[str] = []
+    task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False) or [])
+    for override in OverridesParser.create().parse_overrides(task):
+        if override.is_sweep_override():
+            keys.append(override.get_key_element().lstrip("+~"))
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    keys += [str(k).lstrip("+~") for k in params]
+    return list(dict.fromkeys(keys))
+
+
+def _launcher_name(config: DictConfig) -> str:
+    return str(OmegaConf.select(config, "hydra.launcher._target_") or "").lower()
+
+
+class MlflowSweepCallback(Callback):
+    """See the module docstring. ``server``: ``auto`` (parallel launchers only), ``always`` or ``never``."""
+
+    def __init__(
+        self,
+        server: str = "auto",
+        host: str = "127.0.0.1",
+        advertise_host: str | None = None,
+        server_timeout: float = 120.0,
+    ) -> None:
+        if server not in ("auto", "always", "never"):
+            raise ValueError(f"server must be auto, always or never, not {server!r}")
+        self.server = server
+        self.host = host
+        self.advertise_host = advertise_host
+        self.server_timeout = server_timeout
+
+    # -- sweep start -------------------------------------------------------------------------------
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not HydraConfig.initialized():
+            HydraConfig.instance().set_config(config)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        backend_uri = str(config.tracking.uri)
+        experiment = str(config.tracking.experiment)
+        experiment_id = configure(backend_uri, experiment)  # the store and experiment exist before any job
+        client = MlflowClient(backend_uri)
+        sweep_id = f"{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        preset = OmegaConf.select(config, "hydra.runtime.choices.experiment")
+        varied = varied_keys(config)
+        task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False) or [])
+        tags = {
+            tbl.TAG_SWEEP_ID: sweep_id,
+            tbl.TAG_ROLE: "parent",
+            tbl.TAG_VARIED: json.dumps(varied),
+            "sweep_dir": str(sweep_dir.resolve()),
+            "sweep_command_overrides": json.dumps(task)[:5000],
+            "sweep_launcher": _launcher_name(config) or "basic",
+        }
+        if preset:
+            tags[tbl.TAG_PRESET] = str(preset)
+        parent = client.create_run(experiment_id, run_name=f"sweep-{preset or 'multirun'}-{sweep_id}", tags=tags)
+        server = self._maybe_start_server(config, backend_uri, sweep_dir)
+        info = {
+            "run_id": parent.info.run_id,
+            "sweep_id": sweep_id,
+            "tracking_uri": server.uri if server else backend_uri,
+            "backend_uri": backend_uri,
+            "experiment_id": experiment_id,
+            "experiment": experiment,
+            "varied": varied,
+        }
+        (sweep_dir / PARENT_FILE).write_text(json.dumps(info, indent=2))
+        _ACTIVE.update(info=info, sweep_dir=sweep_dir, server=server, done=False)
+        atexit.register(_finish_at_exit)
+        log.info("sweep %s: parent run %s, jobs log to %s", sweep_id, parent.info.run_id, info["tracking_uri"])
+
+    def _maybe_start_server(self, config: DictConfig, backend_uri: str, sweep_dir: Path) -> LocalServer | None:
+        launcher = _launcher_name(config)
+        parallel = any(name in launcher for name in PARALLEL_LAUNCHERS)
+        if self.server == "never" or (self.server == "auto" and not parallel):
+            return None
+        if not backend_uri.startswith("sqlite:"):
+            return None  # already a server (tracking=server) or a file store: use it as it is
+        advertise = self.advertise_host or (socket.getfqdn() if self.host == "0.0.0.0" else None)
+        if "slurm" in launcher and self.host.startswith("127."):
+            log.warning(
+                "SLURM jobs cannot reach a server on %s; use tracking=server or "
+                "hydra.callbacks.mlflow_sweep.host=0.0.0.0",
+                self.host,
+            )
+        return start_server(
+            backend_uri, sweep_dir, host=self.host, advertise_host=advertise, timeout=self.server_timeout
+        )
+
+    # -- per job (runs in the job's process: in-process, joblib worker or submitit job) -----------
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status != JobStatus.FAILED:
+            return
+        try:
+            _record_failed_job(config, job_return)
+        except Exception:  # never let bookkeeping hide the job's own error
+            log.exception("could not record the failed job in MLflow")
+
+    # -- sweep end ---------------------------------------------------------------------------------
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        finish_sweep()
+
+
+def _record_failed_job(config: DictConfig, job_return: JobReturn) -> None:
+    """Make sure a failed job shows as a FAILED child run with its error, even if it failed before logging."""
+    parent = sweep_parent(config.hydra.sweep.dir)
+    if parent is None:
+        return
+    error = job_return._return_value  # reading .return_value would re-raise
+    message = f"{type(error).__name__}: {error}"[:1000]
+    client = MlflowClient(parent["tracking_uri"])
+    num = str(config.hydra.job.num)
+    query = f"tags.`mlflow.parentRunId` = '{parent['run_id']}' and tags.{tbl.TAG_JOB} = '{num}'"
+    existing = client.search_runs([parent["experiment_id"]], query, max_results=1)
+    if existing:
+        run_id = existing[0].info.run_id
+    else:
+        overrides = list(config.hydra.overrides.task)
+        name = "failed-" + "-".join(o.split("=", 1)[-1] for o in overrides if "=" in o and "/" not in o)[:200]
+        run = client.create_run(
+            parent["experiment_id"],
+            run_name=name,
+            tags={
+                "mlflow.parentRunId": parent["run_id"],
+                tbl.TAG_SWEEP_ID: parent["sweep_id"],
+                tbl.TAG_JOB: num,
+                tbl.TAG_OVERRIDES: json.dumps(overrides),
+            },
+        )
+        run_id = run.info.run_id
+        client.set_terminated(run_id, "FAILED")
+    client.set_tag(run_id, "sweep_error", message)
+
+
+def finish_sweep() -> Path | None:
+    """Stop the server, build the comparison from the child runs, attach it to the parent, close the parent."""
+    if not _ACTIVE or _ACTIVE.get("done"):
+        return None
+    _ACTIVE["done"] = True
+    server: LocalServer | None = _ACTIVE.get("server")
+    if server is not None:
+        server.stop()
+    info, sweep_dir = _ACTIVE["info"], _ACTIVE["sweep_dir"]
+    client = MlflowClient(info["backend_uri"])
+    status = "FAILED"
+    try:
+        runs = tbl.find_sweep(client, info["sweep_id"], [info["experiment_id"]])
+        table = tbl.comparison_table(runs.children, info["varied"])
+        paths = tbl.write_outputs(table, info["sweep_id"], sweep_dir)
+        for path in paths:
+            client.log_artifact(info["run_id"], str(path))
+        finished = int((table["status"] == "FINISHED").sum())
+        client.log_metric(info["run_id"], "n_jobs", len(table))
+        client.log_metric(info["run_id"], "n_failed", len(table) - finished)
+        status = "FINISHED" if finished else "FAILED"
+        log.info("sweep %s: %d/%d jobs finished; table in %s", info["sweep_id"], finished, len(table), sweep_dir)
+    finally:
+        client.set_terminated(info["run_id"], status)
+    return sweep_dir / "comparison.csv"
+
+
+def _finish_at_exit() -> None:
+    try:
+        finish_sweep()
+    except Exception:
+        log.exception("could not finish the sweep")
