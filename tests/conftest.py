@@ -94,3 +94,14 @@ def feature_file(tmp_path):
     from steering.data import write_feature_file
 
     return write_feature_file(tmp_path / "features.h5", *make_feature_arrays())
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_caches():
+    """Each test starts without the in-process caches of earlier tests (files differ per test)."""
+    from steering import runner
+    from steering.engine import store
+
+    store.clear_memory()
+    runner._STEERED_MEMO.clear()
+    yield

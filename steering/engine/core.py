@@ -73,14 +73,18 @@ def _require_eval(model: LRMEmotionNet) -> None:
 def shared_pass(model: LRMEmotionNet, features: torch.Tensor, start_block: int) -> SharedPass:
     """Pass 1, the baseline pass 2 and the raw pass-2 output of ``start_block``, in one go."""
     _require_eval(model)
-    first = model.feedforward(features)
+    backbone = model.backbone
+    stem = backbone.stem(features)
+    # Block 1 sees the same input in both passes and feedback acts on its output, so its pass-1
+    # output is also its raw pass-2 output.
+    block1 = backbone.blocks[0](stem)
+    first = model.heads(backbone.embed(backbone.run_blocks(block1, start=1)))
     own = model.modulations(first)
     gains = model.gains_from(own)
-    backbone = model.backbone
-    h = backbone.stem(features)
+    h = stem
     prefix = None
     for i, block in enumerate(backbone.blocks):
-        raw = block(h)
+        raw = block1 if i == 0 else block(h)
         if i == start_block:
             prefix = raw
         h = apply_gain(raw, gains[i]) if i in gains else raw
