@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from math import gcd
+from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+import torch
+from scipy.signal import resample_poly
+
+AMIN = 1e-10  # librosa.power_to_db's floor on power before the log
 
 
 @dataclass(frozen=True)
@@ -59,3 +67,108 @@ def mel_filterbank(cfg: FrontEndConfig) -> np.ndarray:
         weights[i] = np.maximum(0, np.minimum(lower, upper))
     weights *= (2.0 / (mel_points[2 : cfg.mel_bins + 2] - mel_points[: cfg.mel_bins]))[:, None]
     return weights
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be read or holds no usable samples."""
+
+
+def frontend_config(cfg: Mapping | FrontEndConfig | None = None) -> FrontEndConfig:
+    """A ``FrontEndConfig`` from a (Hydra) mapping; unknown keys are an error."""
+    if cfg is None:
+        return FrontEndConfig()
+    if isinstance(cfg, FrontEndConfig):
+        return cfg
+    known = {f.name for f in fields(FrontEndConfig)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"unknown front-end setting(s) {unknown}; expected some of {sorted(known)}")
+    return FrontEndConfig(**{k: cfg[k] for k in cfg})
+
+
+def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Read any soundfile-supported file, mix down to mono and resample to ``sample_rate`` (float64)."""
+    path = Path(path)
+    try:
+        data, rate = sf.read(str(path), dtype="float64", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise AudioError(f"{path}: cannot read audio ({exc})") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: file holds no samples")
+    mono = data.mean(axis=1)
+    return resample(mono, rate, sample_rate)
+
+
+def resample(signal: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    """Polyphase resampling (scipy.signal.resample_poly) by the reduced rational factor."""
+    if orig_rate == target_rate:
+        return np.asarray(signal, dtype=np.float64)
+    g = gcd(int(orig_rate), int(target_rate))
+    return resample_poly(np.asarray(signal, dtype=np.float64), int(target_rate) // g, int(orig_rate) // g)
+
+
+class LogMel:
+    """Waveform -> (frames, mel_bins) float32 log-mel, as librosa's melspectrogram + power_to_db(ref=np.max).
+
+    STFT: periodic Hann window, centred frames with zero (constant) padding, power spectrogram;
+    Slaney mel filters; dB relative to the clip's maximum with a ``top_db`` floor. The output is
+    cut or padded to ``frames`` with the floor value (or 0 dB when ``pad_with_floor`` is off).
+    """
+
+    def __init__(self, cfg: FrontEndConfig | Mapping | None = None) -> None:
+        self.cfg = frontend_config(cfg)
+        self._window = torch.hann_window(self.cfg.n_fft, periodic=True, dtype=torch.float64)
+        self._mel = torch.as_tensor(mel_filterbank(self.cfg), dtype=torch.float64)
+
+    def power_mel(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """(B, samples) float64 -> (B, frames, mel_bins) mel power spectrogram."""
+        spec = torch.stft(
+            waveforms,
+            n_fft=self.cfg.n_fft,
+            hop_length=self.cfg.hop_length,
+            win_length=self.cfg.n_fft,
+            window=self._window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
+        power = spec.real**2 + spec.imag**2  # (B, freq, frames)
+        return torch.matmul(self._mel, power).transpose(1, 2)
+
+    def to_db(self, mel_power: torch.Tensor) -> torch.Tensor:
+        """power_to_db(ref=max, amin=1e-10, top_db) per clip, on (B, frames, mel)."""
+        log_spec = 10.0 * torch.log10(torch.clamp(mel_power, min=AMIN))
+        ref = log_spec.amax(dim=(1, 2), keepdim=True)
+        log_spec = log_spec - ref
+        floor = log_spec.amax(dim=(1, 2), keepdim=True) - self.cfg.top_db
+        return torch.maximum(log_spec, floor)
+
+    def fit_frames(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """Cut or pad (B, t, mel) to (B, frames, mel); padding with the floor (-top_db) or 0 dB."""
+        frames = self.cfg.frames
+        if log_mel.shape[1] >= frames:
+            return log_mel[:, :frames]
+        pad_value = -float(self.cfg.top_db) if self.cfg.pad_with_floor else 0.0
+        pad = log_mel.new_full((log_mel.shape[0], frames - log_mel.shape[1], log_mel.shape[2]), pad_value)
+        return torch.cat([log_mel, pad], dim=1)
+
+    def batch(self, waveforms: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(B, samples) equal-length waveforms at ``cfg.sample_rate`` -> (B, frames, mel) float32."""
+        x = torch.as_tensor(np.asarray(waveforms), dtype=torch.float64)
+        if x.ndim != 2:
+            raise ValueError(f"expected (batch, samples) waveforms, got shape {tuple(x.shape)}")
+        if x.shape[1] == 0:
+            raise ValueError("waveforms have no samples")
+        out = self.fit_frames(self.to_db(self.power_mel(x)))
+        return out.to(torch.float32).numpy()
+
+    def __call__(self, waveform: np.ndarray) -> np.ndarray:
+        """One mono waveform -> (frames, mel) float32."""
+        return self.batch(np.asarray(waveform, dtype=np.float64)[None])[0]
+
+    def file(self, path: str | Path) -> np.ndarray:
+        """Features of an audio file (mono mixdown, resampled to ``cfg.sample_rate``)."""
+        waveform = load_audio(path, self.cfg.sample_rate)
+        if not np.isfinite(waveform).all():
+            raise AudioError(f"{path}: audio holds NaN/inf samples")
+        return self(waveform)
