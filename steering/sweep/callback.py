@@ -168,7 +168,8 @@ def _record_failed_job(config: DictConfig, job_return: JobReturn) -> None:
         run_id = existing[0].info.run_id
     else:
         overrides = list(config.hydra.overrides.task)
-        name = "failed-" + "-".join(o.split("=", 1)[-1] for o in overrides if "=" in o and "/" not in o)[:200]
+        values = tbl.override_values(overrides)
+        name = "failed-" + "-".join(f"{k}={values[k]}" for k in parent.get("varied", []) if k in values)[:200]
         run = client.create_run(
             parent["experiment_id"],
             run_name=name,

@@ -127,7 +127,7 @@ def comparison_table(runs: Sequence[Run], varied: Sequence[str] = ()) -> pd.Data
     """One row per job run: the choices that vary, Δr with interval and p per target, coverage, oracle, status."""
     choice_keys = [k.lstrip("+~") for k in varied]
     for key in CORE_CHOICES:
-        values = {choice_value(r, key) for r in runs}
+        values = {v for r in runs if (v := choice_value(r, key)) is not None}
         if key not in choice_keys and (len(values) > 1 or key == "strength"):
             choice_keys.append(key)
     rows = []
