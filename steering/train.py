@@ -1,0 +1,70 @@
+"""``python -m steering.train``: train the LRM model on a feature file, curves to MLflow.
+
+With ``data.path=null`` it trains on the embedded synthetic demo features (built or reused).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from steering.training import TrainResult, train_model
+
+log = logging.getLogger(__name__)
+
+
+def _flatten(cfg: Mapping, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = str(value)[:500]
+    return out
+
+
+def resolve_features(cfg: Mapping) -> Path:
+    """``data.path``, or the demo's synthetic feature file when it is null."""
+    if cfg["data"].get("path"):
+        return Path(cfg["data"]["path"])
+    from steering.demo import demo_features
+
+    return demo_features(cfg["demo"])
+
+
+def run(cfg: Mapping) -> TrainResult:
+    """Train with ``cfg`` (a resolved plain mapping) and log to MLflow."""
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    features = resolve_features(cfg)
+    train_cfg = dict(cfg["train"])
+    train_cfg.setdefault("split", cfg["data"].get("split", "threeway"))
+    train_cfg.setdefault("train_fraction", cfg["data"].get("train_fraction", 0.7))
+    checkpoint = Path(cfg["checkpoint"])
+    mlflow.set_tracking_uri(cfg["tracking"]["uri"])
+    mlflow.set_experiment(cfg["tracking"].get("train_experiment") or f"{cfg['tracking']['experiment']}-train")
+    with mlflow.start_run(run_name=cfg.get("run_name")):
+        mlflow.log_params(_flatten({"model": cfg["model"]["arch"], "train": train_cfg, "features": str(features)}))
+        mlflow.set_tag("features", str(features))
+        result = train_model(features, cfg["model"]["arch"], train_cfg, checkpoint, log_metrics=mlflow.log_metrics)
+        mlflow.log_metrics({"best_val_pearson": result.best_val_pearson, "best_epoch": result.best_epoch})
+        if cfg.get("log_checkpoint", False):
+            mlflow.log_artifact(str(checkpoint))
+    log.info("best val r %.3f (epoch %d); checkpoint %s", result.best_val_pearson, result.best_epoch, checkpoint)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    run(OmegaConf.to_container(cfg, resolve=True))
+
+
+if __name__ == "__main__":
+    main()

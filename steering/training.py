@@ -1,0 +1,285 @@
+"""Training loop for the LRM emotion model, usable without Hydra (the demo calls it directly).
+
+The loss is applied on every pass (per-pass weights), so the feedback ModBlocks get a gradient
+through pass 2 — the defect of the earlier pipeline was that they never did. The best checkpoint
+is chosen on the ``val`` split; the ``test`` split is never touched here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from steering.data import FeatureFile, split_indices
+from steering.model import LRMEmotionNet, ModelConfig, build_model, save_checkpoint
+
+log = logging.getLogger(__name__)
+TARGETS = ("valence", "arousal")
+MetricLogger = Callable[[dict[str, float], int], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; ``pass_weights`` has one weight per forward pass."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    forward_passes: int = 2
+    pass_weights: tuple[float, ...] = (0.5, 1.0)
+    target_weights: tuple[float, float] = (1.0, 1.0)  # valence, arousal
+    split: str = "threeway"
+    train_fraction: float = 0.7
+    cosine_schedule: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    eval_batch_size: int = 128
+    progress: bool = True
+    # Torch CPU threads: null keeps torch's default; "auto" drops to 1 when other work already
+    # loads the cores (oversubscribed OpenMP threads slow training down several-fold).
+    num_threads: int | str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.pass_weights) != self.forward_passes:
+            raise ValueError(
+                f"pass_weights {list(self.pass_weights)} must have one weight per pass "
+                f"(forward_passes={self.forward_passes})"
+            )
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping | None) -> TrainConfig:
+        cfg = dict(cfg or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {unknown}; expected some of {sorted(known)}")
+        for key in ("pass_weights", "target_weights"):
+            if key in cfg:
+                cfg[key] = tuple(float(w) for w in cfg[key])
+        return cls(**cfg)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Evaluation:
+    """Per-pass predictions on some indices, with Pearson r of the last pass and the feedback effect."""
+
+    predictions: dict[str, np.ndarray]  # target -> (passes, N)
+    ratings: dict[str, np.ndarray]  # target -> (N,)
+
+    def pearson(self, target: str, pass_index: int = -1) -> float:
+        return pearson(self.predictions[target][pass_index], self.ratings[target])
+
+    def feedback_effect(self, target: str) -> float:
+        """Mean |last pass - pass 1|: how much the model's own feedback moves its output."""
+        p = self.predictions[target]
+        return float(np.mean(np.abs(p[-1] - p[0])))
+
+    def summary(self, prefix: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for t in TARGETS:
+            out[f"{prefix}_r_{t}"] = self.pearson(t)
+            out[f"{prefix}_r_{t}_pass1"] = self.pearson(t, 0)
+            out[f"{prefix}_feedback_effect_{t}"] = self.feedback_effect(t)
+        out[f"{prefix}_r_mean"] = (out[f"{prefix}_r_valence"] + out[f"{prefix}_r_arousal"]) / 2
+        return out
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    best_val_pearson: float
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson r; 0.0 when either side is constant (an untrained model can predict a constant)."""
+    x = np.asarray(x, dtype=np.float64) - np.mean(x)
+    y = np.asarray(y, dtype=np.float64) - np.mean(y)
+    denom = np.sqrt((x**2).sum() * (y**2).sum())
+    return float((x * y).sum() / denom) if denom > 0 else 0.0
+
+
+@contextlib.contextmanager
+def torch_threads(setting: int | str | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (see ``TrainConfig.num_threads``)."""
+    before = torch.get_num_threads()
+    if setting == "auto":
+        busy = os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1)
+        setting = 1 if busy else None
+        if busy:
+            log.info("the CPU is busy with other work: training with 1 torch thread")
+    if setting is not None:
+        torch.set_num_threads(int(setting))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def evaluate(
+    model: LRMEmotionNet,
+    features: FeatureFile,
+    indices: Sequence[int] | np.ndarray,
+    forward_passes: int = 2,
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
+) -> Evaluation:
+    """Eval-mode predictions of every pass on ``indices``; restores the model's training flag."""
+    was_training = model.training
+    model.eval()
+    preds: dict[str, list[np.ndarray]] = {t: [] for t in TARGETS}
+    ratings: dict[str, list[np.ndarray]] = {t: [] for t in TARGETS}
+    try:
+        for batch in features.batches(indices, batch_size):
+            outs = model(batch.features.to(device), forward_passes=forward_passes, return_list=True)
+            for t in TARGETS:
+                preds[t].append(torch.stack([o[t][:, 0] for o in outs]).cpu().numpy())
+                ratings[t].append(getattr(batch, t).numpy())
+    finally:
+        model.train(was_training)
+    return Evaluation(
+        predictions={t: np.concatenate(preds[t], axis=1) for t in TARGETS},
+        ratings={t: np.concatenate(ratings[t]) for t in TARGETS},
+    )
+
+
+def pass_loss(outputs: list[dict[str, torch.Tensor]], valence: torch.Tensor, arousal: torch.Tensor, cfg: TrainConfig):
+    """Weighted MSE summed over passes and targets."""
+    loss = valence.new_zeros(())
+    for weight, out in zip(cfg.pass_weights, outputs):
+        loss = loss + weight * (
+            cfg.target_weights[0] * F.mse_loss(out["valence"][:, 0], valence)
+            + cfg.target_weights[1] * F.mse_loss(out["arousal"][:, 0], arousal)
+        )
+    return loss
+
+
+def train_model(
+    features_path: str | Path,
+    model_config: ModelConfig | Mapping,
+    train_config: TrainConfig | Mapping | None,
+    checkpoint_path: str | Path,
+    log_metrics: MetricLogger | None = None,
+) -> TrainResult:
+    """Train on the ``train`` split, keep the checkpoint with the best mean val Pearson r.
+
+    ``log_metrics(metrics, step)`` receives per-epoch curves (e.g. ``mlflow.log_metrics``).
+    The checkpoint is in the reference layout with ``iteration``, ``optimizer`` and
+    ``best_val_pearson`` (the mean of valence and arousal r on ``val``).
+    """
+    cfg = train_config if isinstance(train_config, TrainConfig) else TrainConfig.from_mapping(train_config)
+    with torch_threads(cfg.num_threads):
+        return _train(features_path, model_config, cfg, Path(checkpoint_path), log_metrics)
+
+
+def _train(
+    features_path: str | Path,
+    model_config: ModelConfig | Mapping,
+    cfg: TrainConfig,
+    checkpoint_path: Path,
+    log_metrics: MetricLogger | None,
+) -> TrainResult:
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = build_model(model_config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start = time.perf_counter()
+    with FeatureFile(features_path) as ff:
+        if ff.mel_bins != model.config.mel_bins:
+            raise ValueError(
+                f"{ff.path}: features have {ff.mel_bins} mel bins, the model expects {model.config.mel_bins}"
+            )
+        train_idx = split_indices(len(ff), "train", cfg.split, cfg.train_fraction)
+        val_idx = split_indices(len(ff), "val", cfg.split, cfg.train_fraction)
+        if len(train_idx) == 0 or len(val_idx) < 2:
+            raise ValueError(f"{ff.path}: {len(ff)} clips are too few for a train/val split")
+        steps_per_epoch = int(np.ceil(len(train_idx) / cfg.batch_size))
+        scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps_per_epoch)
+            if cfg.cosine_schedule
+            else None
+        )
+        log.info(
+            "training on %s: %d train / %d val clips, %d epochs of %d steps",
+            ff.path,
+            len(train_idx),
+            len(val_idx),
+            cfg.epochs,
+            steps_per_epoch,
+        )
+        best, best_epoch, history, step = -np.inf, -1, [], 0
+        bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="train", disable=not cfg.progress, unit="step")
+        try:
+            for epoch in range(1, cfg.epochs + 1):
+                model.train()
+                losses = []
+                for batch in ff.batches(rng.permutation(train_idx), cfg.batch_size):
+                    if len(batch.indices) < 2:  # BatchNorm needs two samples
+                        continue
+                    outs = model(batch.features.to(device), forward_passes=cfg.forward_passes, return_list=True)
+                    loss = pass_loss(outs, batch.valence.to(device), batch.arousal.to(device), cfg)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    if scheduler is not None:
+                        scheduler.step()
+                    step += 1
+                    losses.append(float(loss.detach()))
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
+                val = evaluate(model, ff, val_idx, cfg.forward_passes, cfg.eval_batch_size, device)
+                metrics = {"train_loss": float(np.mean(losses)) if losses else float("nan"), **val.summary("val")}
+                metrics["lr"] = optimizer.param_groups[0]["lr"]
+                history.append({"epoch": epoch, **metrics})
+                if log_metrics is not None:
+                    log_metrics(metrics, epoch)
+                log.info(
+                    "epoch %d: loss %.4f, val r valence %.3f arousal %.3f",
+                    epoch,
+                    metrics["train_loss"],
+                    metrics["val_r_valence"],
+                    metrics["val_r_arousal"],
+                )
+                if metrics["val_r_mean"] > best:
+                    best, best_epoch = metrics["val_r_mean"], epoch
+                    save_checkpoint(
+                        model,
+                        checkpoint_path,
+                        iteration=step,
+                        epoch=epoch,
+                        best_val_pearson=float(best),
+                        val_pearson={t: metrics[f"val_r_{t}"] for t in TARGETS},
+                        optimizer=optimizer.state_dict(),
+                        model_config=model.config.to_dict(),
+                    )
+        finally:
+            bar.close()
+    seconds = time.perf_counter() - start
+    log.info("best val r (mean) %.3f at epoch %d; checkpoint %s (%.0f s)", best, best_epoch, checkpoint_path, seconds)
+    return TrainResult(Path(checkpoint_path), float(best), best_epoch, history, seconds)
