@@ -1,0 +1,112 @@
+"""Tables rebuilt from MLflow: table building, sweep lookup, comparison of two sweeps, the report CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from steering.sweep import table as tbl
+from steering.tracking import configure
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def log_sweep(uri: str, sweep_id: str, results: dict[float, tuple[float, float] | None], preset: str = "strengths"):
+    """A parent run and one child per strength (None = a FAILED job), as the sweep callback leaves them."""
+    experiment_id = configure(uri, "steering")
+    client = MlflowClient(uri)
+    parent = client.create_run(
+        experiment_id,
+        run_name=f"sweep-{sweep_id}",
+        tags={"sweep_id": sweep_id, "sweep_role": "parent", "sweep_varied": '["strength"]', "sweep_experiment": preset},
+    )
+    for num, (strength, dr) in enumerate(results.items()):
+        tags = {
+            "mlflow.parentRunId": parent.info.run_id,
+            "sweep_id": sweep_id,
+            "sweep_job_num": str(num),
+            "sweep_overrides": json.dumps([f"strength={strength}", "method=bypass"]),
+            "oracle": "true",
+        }
+        run = client.create_run(experiment_id, run_name=f"s{strength}", tags=tags)
+        client.log_param(run.info.run_id, "strength", strength)
+        if dr is None:
+            client.set_terminated(run.info.run_id, "FAILED")
+            continue
+        for t, value in zip(("valence", "arousal"), dr):
+            client.log_metric(run.info.run_id, f"dr_{t}", value)
+            client.log_metric(run.info.run_id, f"dr_{t}_ci_low", value - 0.1)
+            client.log_metric(run.info.run_id, f"dr_{t}_ci_high", value + 0.1)
+            client.log_metric(run.info.run_id, f"dr_{t}_p", 0.5)
+        client.log_metric(run.info.run_id, "coverage", 1.0)
+        client.set_terminated(run.info.run_id, "FINISHED")
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    return parent.info.run_id
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    log_sweep(uri, "sweepA", {0.0: (0.0, 0.0), 1.0: (0.01, 0.02), 2.0: (0.03, -0.01), 5.0: None})
+    log_sweep(uri, "sweepB", {0.0: (0.0, 0.0), 1.0: (0.05, 0.01), 2.0: (0.02, 0.02)}, preset="other")
+    return uri, tmp_path
+
+
+def test_table_has_one_row_per_job_in_job_order_with_failed_rows(store):
+    uri, _ = store
+    runs = tbl.find_sweep(MlflowClient(uri), "sweepA")
+    table = tbl.comparison_table(runs.children, runs.varied)
+    assert list(table["strength"]) == [0.0, 1.0, 2.0, 5.0]
+    assert list(table["status"]) == ["FINISHED", "FINISHED", "FINISHED", "FAILED"]
+    # one strength per row for both targets: never mixed across runs
+    assert list(table["dr_valence"].iloc[:3]) == pytest.approx([0.0, 0.01, 0.03])
+    assert list(table["dr_arousal"].iloc[:3]) == pytest.approx([0.0, 0.02, -0.01])
+    assert table["dr_valence"].iloc[3] != table["dr_valence"].iloc[3]  # NaN for the failed job
+    assert "method" not in table  # the same in every row, so not a column
+
+
+def test_latest_sweep_by_preset_and_missing_sweep(store):
+    client = MlflowClient(store[0])
+    assert tbl.latest_sweep_id(client, preset="strengths") == "sweepA"
+    assert tbl.latest_sweep_id(client) == "sweepB"
+    with pytest.raises(LookupError, match="nope"):
+        tbl.find_sweep(client, "nope")
+
+
+def test_compare_two_sweeps_gives_differences_for_matching_configurations(store):
+    client = MlflowClient(store[0])
+    tables = [tbl.comparison_table(tbl.find_sweep(client, s).children, ["strength"]) for s in ("sweepA", "sweepB")]
+    diff = tbl.compare_sweeps(*tables)
+    assert list(diff["strength"]) == ["0.0", "1.0", "2.0"]  # strength 5 only in A
+    assert list(diff["diff_dr_valence"]) == pytest.approx([0.0, 0.04, -0.01])
+    assert list(diff["diff_dr_arousal"]) == pytest.approx([0.0, -0.01, 0.03])
+
+
+def _report(tmp: Path, uri: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "steering.report", f"tracking.uri={uri}", f"out={tmp}/reports", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=tmp)
+
+
+def test_report_cli_rebuilds_table_and_figure_and_compares(store):
+    uri, tmp = store
+    proc = _report(tmp, uri, "preset=strengths", "log_to_parent=true")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "# Sweep sweepA" in proc.stdout and "FAILED" in proc.stdout
+    out = tmp / "reports" / "sweepA"
+    assert len(pd.read_csv(out / "comparison.csv")) == 4
+    assert (out / "strength_response.png").stat().st_size > 10_000
+    parent = tbl.find_sweep(MlflowClient(uri), "sweepA").parent
+    logged = {a.path for a in MlflowClient(uri).list_artifacts(parent.info.run_id, "report")}
+    assert "report/comparison.csv" in logged
+    proc = _report(tmp, uri, "compare=[sweepA,sweepB]")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    diff = pd.read_csv(tmp / "reports" / "compare_sweepA_vs_sweepB" / "comparison_diff.csv")
+    assert len(diff) == 3 and diff["diff_dr_valence"].tolist() == pytest.approx([0.0, 0.04, -0.01])
