@@ -1,9 +1,9 @@
 """``python -m steering.report``: a sweep's comparison table and figures, rebuilt from MLflow.
 
-    python -m steering.report sweep=20260101-120000-abc123
-    python -m steering.report preset=approaches              # latest sweep of +experiment=approaches
-    python -m steering.report mlflow_experiment=steering     # latest sweep in that MLflow experiment
-    python -m steering.report compare=[ID1,ID2]              # Δr(ID2) - Δr(ID1) per configuration
+python -m steering.report sweep=20260101-120000-abc123
+python -m steering.report preset=approaches              # latest sweep of +experiment=approaches
+python -m steering.report mlflow_experiment=steering     # latest sweep in that MLflow experiment
+python -m steering.report compare=[ID1,ID2]              # Δr(ID2) - Δr(ID1) per configuration
 """
 
 from __future__ import annotations
