@@ -32,7 +32,8 @@ class SharedPass:
     baseline: dict[str, torch.Tensor]  # the model's own prediction (pass 2): valence/arousal (B,1)
     own_modulations: dict[Connection, torch.Tensor]  # (B,C,1,1) from pass-1 activations
     start_block: int  # 0-based block whose raw pass-2 output is ``prefix``
-    prefix: torch.Tensor  # raw (pre-gain) pass-2 output of ``start_block``
+    prefix: torch.Tensor  # raw (pre-gain) pass-2 output of ``start_block``, or its pooled (B, C) form
+    pooled: bool = False  # True when ``start_block`` is the last block: ``prefix`` is pool(raw output)
 
     def to(self, device: torch.device | str) -> SharedPass:
         return SharedPass(
@@ -41,6 +42,7 @@ class SharedPass:
             own_modulations={k: v.to(device) for k, v in self.own_modulations.items()},
             start_block=self.start_block,
             prefix=self.prefix.to(device),
+            pooled=self.pooled,
         )
 
     def state(self) -> dict:
@@ -51,6 +53,7 @@ class SharedPass:
             "own_modulations": {str(c): m for c, m in self.own_modulations.items()},
             "start_block": self.start_block,
             "prefix": self.prefix,
+            "pooled": self.pooled,
         }
 
     @classmethod
@@ -61,6 +64,7 @@ class SharedPass:
             own_modulations={Connection.parse(k): v for k, v in state["own_modulations"].items()},
             start_block=int(state["start_block"]),
             prefix=state["prefix"],
+            pooled=bool(state.get("pooled", False)),
         )
 
 
@@ -90,12 +94,20 @@ def shared_pass(model: LRMEmotionNet, features: torch.Tensor, start_block: int) 
         h = apply_gain(raw, gains[i]) if i in gains else raw
     baseline = model.heads(backbone.embed(h))
     assert prefix is not None, f"start_block {start_block} out of range"
+    last = len(backbone.blocks) - 1
+    if start_block == last:
+        # A block's raw output is >= 0 (ReLU, then average pooling) and its gain is constant over
+        # time and frequency, so ReLU(p * g) = p * ReLU(g), and the pooling (means and a max over
+        # time) commutes with that non-negative per-channel factor: pool(ReLU(p * g)) =
+        # ReLU(g) * pool(p). For the last block the (B, C) pool(p) is all a configuration needs.
+        prefix = backbone.pool(prefix)
     return SharedPass(
         first={k: first[k] for k in (*TARGETS, *(f"{p}_128d" for p in PATHWAYS))},
         baseline={k: baseline[k] for k in TARGETS},
         own_modulations=own,
         start_block=start_block,
         prefix=prefix,
+        pooled=start_block == last,
     )
 
 
@@ -160,6 +172,9 @@ def steer_from_shared(
     backbone = model.backbone
     k = shared.start_block
     h = _repeat(shared.prefix, n_strengths)
+    if shared.pooled:
+        out = model.heads(backbone.project(torch.relu(gains[k].flatten(1)) * h))
+        return {t: out[t].view(n_strengths, batch) for t in TARGETS}
     if k in gains:
         h = apply_gain(h, gains[k])
     for i in range(k + 1, len(backbone.blocks)):

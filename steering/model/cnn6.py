@@ -79,8 +79,16 @@ class Cnn6(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Last block output (B, C, T', F') -> (B, embedding)."""
+        return self.project(self.pool(x))
+
+    @staticmethod
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T', F') -> (B, C): mean over frequency, then max + mean over time."""
         x = torch.mean(x, dim=3)
-        x = torch.amax(x, dim=2) + torch.mean(x, dim=2)
+        return torch.amax(x, dim=2) + torch.mean(x, dim=2)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled (B, C) -> (B, embedding)."""
         x = F.dropout(x, p=0.5, training=self.training)
         x = F.relu(self.fc1(x))
         return F.dropout(x, p=0.5, training=self.training)
