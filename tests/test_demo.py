@@ -15,7 +15,7 @@ TINY_ARCH = {"channels": [4, 8, 8, 16], "embedding_size": 16, "head_hidden": 12,
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def _one_torch_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
