@@ -69,8 +69,9 @@ def test_pads_with_floor_and_cuts():
     np.testing.assert_array_equal(cut, feats[:50])
 
 
-def test_file_mixdown_and_resampling(tmp_path):
-    cfg = FrontEndConfig(frames=120)
+@pytest.mark.parametrize("resampler", ["poly", "auto"])
+def test_file_mixdown_and_resampling(tmp_path, resampler):
+    cfg = FrontEndConfig(frames=120, resampler=resampler)
     y32 = _test_signal(1.0)
     stereo = np.stack([y32 * 1.5, y32 * 0.5], axis=1)  # mean == y32
     sf.write(tmp_path / "stereo.wav", stereo.astype(np.float32), SR, subtype="FLOAT")
@@ -79,7 +80,7 @@ def test_file_mixdown_and_resampling(tmp_path):
     # The same tone recorded at 16 kHz lands in the same mel bins once resampled to 32 kHz.
     t16 = np.arange(16000) / 16000
     sf.write(tmp_path / "tone16k.flac", 0.5 * np.sin(2 * np.pi * 1000 * t16), 16000)
-    loaded = load_audio(tmp_path / "tone16k.flac", SR)
+    loaded = load_audio(tmp_path / "tone16k.flac", SR, resampler)
     assert loaded.shape == (32000,)
     t32 = np.arange(32000) / SR
     ref = LogMel(cfg)(0.5 * np.sin(2 * np.pi * 1000 * t32))
@@ -87,6 +88,20 @@ def test_file_mixdown_and_resampling(tmp_path):
     assert np.argmax(ours[50]) == np.argmax(ref[50])
     strong = ref[10:90] > -40  # where the tone lives, the resampled clip matches within 0.5 dB
     np.testing.assert_allclose(ours[10:90][strong], ref[10:90][strong], atol=0.5)
+
+
+@pytest.mark.parametrize("rate", [44100, 16000])
+def test_resampled_file_matches_librosa_load(tmp_path, rate):
+    """With soxr (librosa.load's resampler) a 44.1 kHz stereo file matches librosa end to end."""
+    pytest.importorskip("soxr")
+    rng = np.random.default_rng(1)
+    t = np.arange(int(rate * 1.2)) / rate
+    y = 0.3 * np.sin(2 * np.pi * 700 * t) * (1 + np.sin(2 * np.pi * 2 * t)) + 0.05 * rng.standard_normal(t.size)
+    sf.write(tmp_path / "x.wav", np.stack([y, 0.5 * y], axis=1), rate, subtype="PCM_16")
+    cfg = FrontEndConfig(frames=150)
+    ours = LogMel(cfg).file(tmp_path / "x.wav")
+    ref = _librosa_db(librosa.load(tmp_path / "x.wav", sr=SR)[0], cfg)
+    np.testing.assert_array_less(np.abs(ours[: ref.shape[0]] - ref), 0.01)
 
 
 def test_bad_audio_names_the_file(tmp_path):
@@ -99,3 +114,5 @@ def test_bad_audio_names_the_file(tmp_path):
 def test_unknown_frontend_key():
     with pytest.raises(ValueError, match="hop"):
         frontend_config({"hop": 10})
+    with pytest.raises(ValueError, match="resampler"):
+        FrontEndConfig(resampler="linear")
