@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
 export HYDRA_FULL_ERROR := 1
 
-.PHONY: install run test lint ui sweep bench clean
+.PHONY: install run test lint ui sweep report bench clean
+EXPERIMENT ?= approaches
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +32,13 @@ lint: $(STAMP)
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+## A preset sweep (experiments/*.yaml) and its table rebuilt from MLflow.
+sweep: $(STAMP)
+	$(PY) -m steering.run -m +experiment=$(EXPERIMENT)
+
+report: $(STAMP)
+	$(PY) -m steering.report preset=$(EXPERIMENT)
 
 bench: $(STAMP)
 	$(PY) benchmarks/sweep.py

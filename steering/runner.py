@@ -21,6 +21,7 @@ from steering.binning import Binning
 from steering.data import FeatureFile, file_hash, split_indices
 from steering.engine import SteeringSpec, select_connections, shared_pass, steer_direct, steer_from_shared
 from steering.engine.assign import ORACLE_MODES, assign_signals
+from steering.engine.precision import autocast, choose_precision, cpu_threads
 from steering.engine.siblings import sweep_strengths
 from steering.engine.store import SharedPassStore, shared_key
 from steering.metrics import target_metrics
@@ -173,9 +174,10 @@ def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None) -> RunResult:
                 "signals_leakage": str(leak).lower(),
             }
         )
-        result = _evaluate_loaded(
-            cfg, model, ff, eval_idx, spec, signals, binning, device, model_hash, data_hash, sweep_dir
-        )
+        with cpu_threads(cfg.get("threads")):
+            result = _evaluate_loaded(
+                cfg, model, ff, eval_idx, spec, signals, binning, device, model_hash, data_hash, sweep_dir
+            )
         mlflow.log_metrics({k: v for k, v in result.metrics.items() if v is not None and math.isfinite(v)})
         _log_artifacts(result, signals)
         result.run_id, result.experiment_id = run.info.run_id, run.info.experiment_id
@@ -205,11 +207,25 @@ def _evaluate_loaded(
         batch_size=batch_size,
         start_block=spec.first_block,
         device=device.type,
+        precision=str(cfg.get("precision", "auto")),
     )
     store = SharedPassStore(key, cache_dir(cfg), device)
 
+    def compute_shared(i: int):
+        with autocast(device, precision):
+            return shared_pass(model, ff.read(chunks[i]).features.to(device), spec.first_block)
+
+    precision = "fp32"
+    if chunks:
+        precision = choose_precision(
+            device,
+            str(cfg.get("precision", "auto")),
+            lambda: compute_shared(0).baseline,
+            float(cfg.get("precision_tolerance", 1e-3)),
+        )
+
     def shared_for(i: int):
-        return store.get(i, lambda: shared_pass(model, ff.read(chunks[i]).features.to(device), spec.first_block))
+        return store.get(i, lambda: compute_shared(i))
 
     # Phase 1: configuration-independent work (pass 1, baseline), once per chunk.
     firsts, bases = [], []
@@ -240,7 +256,8 @@ def _evaluate_loaded(
     memo_key = (store.key, spec.connections, spec.method, spec.alpha, _assignment_hash(assignment))
     cached = _STEERED_MEMO.get(memo_key, {})
     if spec.strength not in cached:
-        cached.update(_steer_chunks(model, ff, chunks, spec, assignment, strengths, shared_for, device))
+        with autocast(device, precision):
+            cached.update(_steer_chunks(model, ff, chunks, spec, assignment, strengths, shared_for, device))
         _STEERED_MEMO.clear()  # keep only the latest configuration family
         _STEERED_MEMO[memo_key] = cached
     steered = cached[spec.strength]
