@@ -117,12 +117,35 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float((x * y).sum() / denom) if denom > 0 else 0.0
 
 
+def _cpu_times() -> tuple[int, int] | None:
+    try:
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return values[3] + values[4], sum(values)  # idle + iowait, total
+
+
+def cpu_busy_fraction(window: float = 0.3) -> float:
+    """Share of all cores busy right now (sampled over ``window`` s; load average where /proc is missing).
+
+    Called while this process is idle, so it measures other work on the machine.
+    """
+    first = _cpu_times()
+    if first is None:
+        return min(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+    time.sleep(window)
+    second = _cpu_times()
+    total = second[1] - first[1] if second else 0
+    return 1.0 - (second[0] - first[0]) / total if total > 0 else 0.0
+
+
 @contextlib.contextmanager
 def torch_threads(setting: int | str | None) -> Iterator[None]:
     """Temporarily set torch's intra-op thread count (see ``TrainConfig.num_threads``)."""
     before = torch.get_num_threads()
     if setting == "auto":
-        busy = os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1)
+        busy = cpu_busy_fraction() > 0.4
         setting = 1 if busy else None
         if busy:
             log.info("the CPU is busy with other work: training with 1 torch thread")
