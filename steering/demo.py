@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import hydra
+from omegaconf import DictConfig
+
 from steering.data import FeatureFile, split_indices
 from steering.model import ModelConfig, load_model
 from steering.prepare import prepare_synthetic
@@ -157,3 +160,23 @@ def _build(cfg: Mapping, arch: Mapping, features: Path, checkpoint: Path) -> dic
         info["test_feedback_effect_arousal"],
     )
     return info
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    """``python -m steering.demo``: build (or reuse) the demo assets and print where they are."""
+    assets = ensure_demo(cfg.demo, cfg.model.arch)
+    info = assets.info
+    log.info("features   %s", assets.features)
+    log.info("checkpoint %s", assets.checkpoint)
+    log.info(
+        "test r: valence %.3f, arousal %.3f; mean |pass2 - pass1|: valence %.3f, arousal %.3f",
+        info["test_r_valence"],
+        info["test_r_arousal"],
+        info["test_feedback_effect_valence"],
+        info["test_feedback_effect_arousal"],
+    )
+
+
+if __name__ == "__main__":
+    main()
