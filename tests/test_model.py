@@ -183,3 +183,12 @@ def test_panns_backbone_weights_load(tmp_path, tiny_model):
     load_backbone(model, path)
     x = features()
     torch.testing.assert_close(model.backbone(x), tiny_model.backbone(x))
+
+
+def test_training_mode_spec_augment_handles_short_inputs(tiny_model):
+    tiny_model.train()
+    out = tiny_model(features(b=2, t=16), forward_passes=2)
+    assert out["valence"].shape == (2, 1)
+    out["valence"].sum().backward()
+    grads = [p.grad for n, p in tiny_model.named_parameters() if n.startswith("lrm.")]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)  # feedback weights get a gradient

@@ -33,8 +33,8 @@ def _drop_stripes(x: torch.Tensor, dim: int, max_width: int, count: int) -> torc
     out = x.clone()
     for b in range(x.shape[0]):
         for _ in range(count):
-            width = int(torch.randint(0, max_width, (1,)))
-            start = int(torch.randint(0, max(1, size - width), (1,)))
+            width = int(torch.randint(0, min(max_width, size), (1,)))
+            start = int(torch.randint(0, size - width, (1,)))
             out[b].narrow(dim - 1, start, width).zero_()
     return out
 
