@@ -6,27 +6,17 @@ With ``data.path=null`` it trains on the embedded synthetic demo features (built
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import hydra
+import mlflow
 from omegaconf import DictConfig, OmegaConf
 
+from steering.tracking import configure, flatten
 from steering.training import TrainResult, train_model
 
 log = logging.getLogger(__name__)
-
-
-def _flatten(cfg: Mapping, prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in cfg.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = str(value)[:500]
-    return out
 
 
 def resolve_features(cfg: Mapping) -> Path:
@@ -40,18 +30,17 @@ def resolve_features(cfg: Mapping) -> Path:
 
 def run(cfg: Mapping) -> TrainResult:
     """Train with ``cfg`` (a resolved plain mapping) and log to MLflow."""
-    import mlflow
-
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     features = resolve_features(cfg)
     train_cfg = dict(cfg["train"])
     train_cfg.setdefault("split", cfg["data"].get("split", "threeway"))
     train_cfg.setdefault("train_fraction", cfg["data"].get("train_fraction", 0.7))
     checkpoint = Path(cfg["checkpoint"])
-    mlflow.set_tracking_uri(cfg["tracking"]["uri"])
-    mlflow.set_experiment(cfg["tracking"].get("train_experiment") or f"{cfg['tracking']['experiment']}-train")
+    configure(
+        cfg["tracking"]["uri"], cfg["tracking"].get("train_experiment") or f"{cfg['tracking']['experiment']}-train"
+    )
     with mlflow.start_run(run_name=cfg.get("run_name")):
-        mlflow.log_params(_flatten({"model": cfg["model"]["arch"], "train": train_cfg, "features": str(features)}))
+        params = flatten({"model": cfg["model"]["arch"], "train": train_cfg, "features": str(features)})
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.set_tag("features", str(features))
         result = train_model(features, cfg["model"]["arch"], train_cfg, checkpoint, log_metrics=mlflow.log_metrics)
         mlflow.log_metrics({"best_val_pearson": result.best_val_pearson, "best_epoch": result.best_epoch})

@@ -97,6 +97,15 @@ def feature_file(tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models on a shared 2-core machine: more torch threads only add contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
 def _fresh_process_caches():
     """Each test starts without the in-process caches of earlier tests (files differ per test)."""
     from steering import runner

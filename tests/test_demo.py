@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
-
 from steering import load_model
 from steering.data import FeatureFile
 from steering.demo import DemoAssets, demo_features, demo_key, ensure_demo
 
 TINY_ARCH = {"channels": [4, 8, 8, 16], "embedding_size": 16, "head_hidden": 12, "mel_bins": 64}
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_demo(tmp_path, **train) -> dict:

@@ -128,7 +128,5 @@ def test_shared_work_gives_the_same_predictions_as_whole_passes(tiny_model, laye
 def test_priming_steers_pass_one(tiny_model):
     x, sig = _inputs()
     plain = _run(tiny_model, _spec(tiny_model, method="bypass", strength=2.0), x, sig)
-    primed = _run(
-        tiny_model, _spec(tiny_model, method="bypass", strength=2.0, priming=True), x, sig
-    )
+    primed = _run(tiny_model, _spec(tiny_model, method="bypass", strength=2.0, priming=True), x, sig)
     assert (plain["valence"] - primed["valence"]).abs().max() > 1e-5

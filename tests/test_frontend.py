@@ -5,21 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from steering.audio.frontend import AudioError, FrontEndConfig, LogMel, frontend_config, load_audio, mel_filterbank
 
 librosa = pytest.importorskip("librosa")
 SR = 32000
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Two cores shared with other work: oversubscribed torch threads make tiny jobs many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _librosa_db(y: np.ndarray, cfg: FrontEndConfig) -> np.ndarray:

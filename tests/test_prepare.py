@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from steering.audio.frontend import FrontEndConfig, LogMel
 from steering.data import FeatureFile
@@ -19,15 +18,6 @@ from steering.prepare import PrepareError, prepare_folder, read_ratings, run
 SR = 32000
 FE = {"frames": 40}
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Two cores shared with other work: oversubscribed torch threads make tiny jobs many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _tone(freq: float, seconds: float = 0.3, sr: int = SR) -> np.ndarray:

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from steering.audio.synthetic import SyntheticConfig, clips, make_set, synthesize
 from steering.prepare import synthetic_features
 
 SR = 32000
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Two cores shared with other work: oversubscribed torch threads make tiny jobs many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _centroid(y: np.ndarray) -> float:

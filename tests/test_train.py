@@ -15,15 +15,6 @@ TINY_ARCH = {"channels": [4, 8, 8, 16], "embedding_size": 16, "head_hidden": 12,
 FAST = {"epochs": 2, "batch_size": 8, "lr": 3e-3, "progress": False}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Two cores shared with other work: oversubscribed torch threads make tiny jobs many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def feature_file(tmp_path):
     """40 random clips of 64 frames (the model's SpecAugment needs T >= 64 in training mode)."""
