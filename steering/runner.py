@@ -28,7 +28,7 @@ from steering.metrics import target_metrics
 from steering.model import Connection, load_model
 from steering.model.lrm import PATHWAYS
 from steering.signals import SignalSet, cached_signals, extract_signals, load_signals, save_signals
-from steering.tracking import job_run
+from steering.tracking import config_hash, configure, find_finished, job_run, sweep_parent
 
 log = logging.getLogger(__name__)
 TARGETS = ("valence", "arousal")
@@ -160,6 +160,18 @@ def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None) -> RunResult:
         "data_hash": data_hash,
         "steered_connections": ",".join(sorted(str(c) for c in spec.connections)),
     }
+    digest = config_hash(cfg, model_hash, data_hash)
+    tags["config_hash"] = digest
+    if cfg.get("resume"):
+        previous = _previous_result(cfg, digest)
+        if previous is not None:
+            if sweep_parent(sweep_dir):  # the new sweep's table still gets its row
+                resumed = {**tags, "resumed_from": previous.run_id}
+                with job_run(cfg, run_name(cfg), resumed, sweep_dir) as run:
+                    mlflow.log_metrics(previous.metrics)
+                    _log_tables(previous)
+                previous.run_id = run.info.run_id
+            return previous
     with FeatureFile(features) as ff, job_run(cfg, run_name(cfg), tags, sweep_dir) as run:
         signals = _load_or_extract_signals(cfg, model, ff, binning, model_hash, data_hash, device)
         eval_idx = split_indices(len(ff), cfg.data.eval_split, cfg.data.split, cfg.data.train_fraction)
@@ -183,6 +195,27 @@ def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None) -> RunResult:
         result.run_id, result.experiment_id = run.info.run_id, run.info.experiment_id
         result.tags = {**tags, "signals_leakage": str(leak).lower()}
     return result
+
+
+def _previous_result(cfg: DictConfig, digest: str) -> RunResult | None:
+    """With ``resume=true``: the result of a FINISHED run that computed exactly this, if any."""
+    experiment_id = configure(cfg.tracking.uri, cfg.tracking.experiment)
+    previous = find_finished(experiment_id, digest)
+    if previous is None:
+        return None
+    log.info("resume: %s already finished as run %s; not run again", run_name(cfg), previous.info.run_id)
+    client = mlflow.MlflowClient()
+    with tempfile.TemporaryDirectory() as tmp:
+        predictions = pd.read_csv(client.download_artifacts(previous.info.run_id, "predictions.csv", tmp))
+        per_category = pd.read_csv(client.download_artifacts(previous.info.run_id, "per_category.csv", tmp))
+    return RunResult(
+        metrics=dict(previous.data.metrics),
+        predictions=predictions,
+        per_category=per_category,
+        run_id=previous.info.run_id,
+        experiment_id=experiment_id,
+        tags=dict(previous.data.tags),
+    )
 
 
 def _evaluate_loaded(
@@ -337,14 +370,18 @@ def indices_hash(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
-def _log_artifacts(result: RunResult, signals: SignalSet) -> None:
+def _log_tables(result: RunResult) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        result.predictions.to_csv(tmp_path / "predictions.csv", index=False)
-        result.per_category.to_csv(tmp_path / "per_category.csv", index=False)
-        save_signals(signals, tmp_path / f"signals_{signals.binning_name}.json")
-        for name in ("predictions.csv", "per_category.csv", f"signals_{signals.binning_name}.json"):
-            mlflow.log_artifact(str(tmp_path / name))
+        for name, frame in (("predictions.csv", result.predictions), ("per_category.csv", result.per_category)):
+            frame.to_csv(Path(tmp) / name, index=False)
+            mlflow.log_artifact(str(Path(tmp) / name))
+
+
+def _log_artifacts(result: RunResult, signals: SignalSet) -> None:
+    _log_tables(result)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_signals(signals, Path(tmp) / f"signals_{signals.binning_name}.json")
+        mlflow.log_artifact(str(path))
 
 
 def summary(cfg: DictConfig, result: RunResult) -> str:

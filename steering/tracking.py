@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -56,6 +57,30 @@ def configure(uri: str, experiment: str) -> str:
     mlflow.set_tracking_uri(uri)
     exp = mlflow.set_experiment(experiment)
     return exp.experiment_id
+
+
+#: Keys that say where or how fast a run happens, not what it computes.
+VOLATILE_KEYS = ("tracking", "cache", "demo.cache_dir", "demo.workers", "demo.progress", "resume", "threads", "device")
+
+
+def config_hash(cfg: DictConfig, *content_hashes: str) -> str:
+    """Hash of what a run computes: the resolved config without volatile keys, plus input file hashes."""
+    resolved = flatten(OmegaConf.to_container(cfg, resolve=True))
+    kept = {k: v for k, v in resolved.items() if not any(k == v_ or k.startswith(v_ + ".") for v_ in VOLATILE_KEYS)}
+    payload = json.dumps([kept, list(content_hashes)], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def find_finished(experiment_id: str, config_digest: str) -> mlflow.entities.Run | None:
+    """The latest FINISHED run in ``experiment_id`` with this config hash (for resuming sweeps)."""
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.config_hash = '{config_digest}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+        max_results=1,
+    )
+    return runs[0] if runs else None
 
 
 def sweep_parent(sweep_dir: str | Path | None) -> dict[str, str] | None:

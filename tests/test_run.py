@@ -185,3 +185,37 @@ def test_cli_runs_one_configuration(assets):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dr " in proc.stdout and "MLflow run" in proc.stdout
+
+
+def test_resume_skips_a_configuration_that_already_finished(assets, monkeypatch):
+    from steering import runner
+    from steering.tracking import PARENT_FILE
+
+    first = evaluate(_cfg(assets, "resume=true", "method=direct", "strength=0.5"))
+
+    def fail(*_a, **_k):
+        raise AssertionError("finished configuration evaluated again")
+
+    monkeypatch.setattr(runner, "_evaluate_loaded", fail)
+    again = evaluate(_cfg(assets, "resume=true", "method=direct", "strength=0.5"))
+    assert again.run_id == first.run_id
+    assert again.metrics["dr_valence"] == pytest.approx(first.metrics["dr_valence"])
+    pd.testing.assert_frame_equal(again.predictions, first.predictions, check_dtype=False)
+    # In a new sweep the finished configuration still gets a child row, pointing to the original.
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{assets['tmp']}/mlflow.db")
+    parent = client.create_run(first.experiment_id, tags={"sweep_id": "s2"})
+    sweep_dir = assets["tmp"] / "sweep2"
+    sweep_dir.mkdir()
+    uri = f"sqlite:///{assets['tmp']}/mlflow.db"
+    (sweep_dir / PARENT_FILE).write_text(
+        json.dumps({"run_id": parent.info.run_id, "sweep_id": "s2", "tracking_uri": uri})
+    )
+    child = evaluate(_cfg(assets, "resume=true", "method=direct", "strength=0.5"), sweep_dir=sweep_dir)
+    run = client.get_run(child.run_id)
+    assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert run.data.tags["resumed_from"] == first.run_id
+    assert run.data.metrics["dr_valence"] == pytest.approx(first.metrics["dr_valence"])
+    # A different configuration is not skipped.
+    monkeypatch.undo()
+    other = evaluate(_cfg(assets, "resume=true", "method=direct", "strength=2"))
+    assert other.run_id != first.run_id
