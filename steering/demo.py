@@ -135,6 +135,16 @@ def ensure_demo(demo_cfg: Mapping, model_arch: Mapping) -> DemoAssets:
     return DemoAssets(features, checkpoint, info)
 
 
+def resolve_inputs(cfg: DictConfig) -> tuple[Path, Path]:
+    """(checkpoint, feature file): the user's, or the embedded demo's built on first use."""
+    checkpoint, features = cfg.model.get("checkpoint"), cfg.data.get("path")
+    if checkpoint is None or features is None:
+        demo = ensure_demo(cfg.demo, cfg.model.arch)
+        checkpoint = checkpoint or demo.checkpoint
+        features = features or demo.features
+    return Path(checkpoint), Path(features)
+
+
 def _build(cfg: Mapping, arch: Mapping, features: Path, checkpoint: Path) -> dict[str, Any]:
     start = time.perf_counter()
     progress = bool(cfg.get("progress", True))

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from steering.audio.frontend import FrontEndConfig, LogMel, frontend_config
 from steering.audio.synthetic import SyntheticConfig, clips, make_set
 from steering.data import write_feature_file
-from steering.training import torch_threads
+from steering.hardware import cpu_threads
 
 log = logging.getLogger(__name__)
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg")
@@ -199,7 +199,7 @@ def synthetic_features(
                 bar.update(job[2] - job[1])
         else:
             # Workers only run numpy; the torch front end stays in this process, on one thread.
-            with torch_threads(1), ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("fork")) as pool:
+            with cpu_threads(1), ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("fork")) as pool:
                 for job, wave in zip(jobs, pool.map(_synthetic_chunk, jobs)):
                     parts.append(front.batch(wave))
                     bar.update(job[2] - job[1])

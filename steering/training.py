@@ -7,11 +7,9 @@ is chosen on the ``val`` split; the ``test`` split is never touched here.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from steering.data import FeatureFile, split_indices
+from steering.hardware import cpu_threads, resolve_device
 from steering.model import LRMEmotionNet, ModelConfig, build_model, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -117,52 +116,6 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float((x * y).sum() / denom) if denom > 0 else 0.0
 
 
-def _cpu_times() -> tuple[int, int] | None:
-    try:
-        with open("/proc/stat") as fh:
-            values = [int(v) for v in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    return values[3] + values[4], sum(values)  # idle + iowait, total
-
-
-def cpu_busy_fraction(window: float = 0.3) -> float:
-    """Share of all cores busy right now (sampled over ``window`` s; load average where /proc is missing).
-
-    Called while this process is idle, so it measures other work on the machine.
-    """
-    first = _cpu_times()
-    if first is None:
-        return min(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
-    time.sleep(window)
-    second = _cpu_times()
-    total = second[1] - first[1] if second else 0
-    return 1.0 - (second[0] - first[0]) / total if total > 0 else 0.0
-
-
-@contextlib.contextmanager
-def torch_threads(setting: int | str | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op thread count (see ``TrainConfig.num_threads``)."""
-    before = torch.get_num_threads()
-    if setting == "auto":
-        busy = cpu_busy_fraction() > 0.4
-        setting = 1 if busy else None
-        if busy:
-            log.info("the CPU is busy with other work: training with 1 torch thread")
-    if setting is not None:
-        torch.set_num_threads(int(setting))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 @torch.no_grad()
 def evaluate(
     model: LRMEmotionNet,
@@ -216,7 +169,7 @@ def train_model(
     ``best_val_pearson`` (the mean of valence and arousal r on ``val``).
     """
     cfg = train_config if isinstance(train_config, TrainConfig) else TrainConfig.from_mapping(train_config)
-    with torch_threads(cfg.num_threads):
+    with cpu_threads(cfg.num_threads):
         return _train(features_path, model_config, cfg, Path(checkpoint_path), log_metrics)
 
 

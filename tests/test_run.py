@@ -136,7 +136,7 @@ def test_impossible_pair_fails_before_any_work(assets):
 
 
 def test_model_unchanged_and_no_hooks_after_a_failing_run(assets, monkeypatch):
-    from steering import runner
+    from steering import evaluation, runner
 
     before = _params_hash(assets["checkpoint"])
     seen = {}
@@ -151,7 +151,7 @@ def test_model_unchanged_and_no_hooks_after_a_failing_run(assets, monkeypatch):
         raise RuntimeError("injected failure")
 
     monkeypatch.setattr(runner, "load_model", spy_load)
-    monkeypatch.setattr(runner, "steer_from_shared", boom)
+    monkeypatch.setattr(evaluation, "steer_from_shared", boom)
     with pytest.raises(RuntimeError, match="injected failure"):
         evaluate(_cfg(assets, "method=bypass", "strength=3"))
     model = seen["model"]
@@ -196,7 +196,7 @@ def test_resume_skips_a_configuration_that_already_finished(assets, monkeypatch)
     def fail(*_a, **_k):
         raise AssertionError("finished configuration evaluated again")
 
-    monkeypatch.setattr(runner, "_evaluate_loaded", fail)
+    monkeypatch.setattr(runner, "evaluate_configuration", fail)
     again = evaluate(_cfg(assets, "resume=true", "method=direct", "strength=0.5"))
     assert again.run_id == first.run_id
     assert again.metrics["dr_valence"] == pytest.approx(first.metrics["dr_valence"])

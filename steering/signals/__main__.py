@@ -11,37 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from steering.binning import Binning
 from steering.data import FeatureFile, file_hash, split_indices
+from steering.demo import resolve_inputs
+from steering.hardware import resolve_device
 from steering.signals.extract import extract_signals
 from steering.signals.io import save_signals
 from steering.signals.signalset import PATHWAYS
 
 log = logging.getLogger("steering.signals")
-
-
-def resolve_device(name: str) -> str:
-    """``auto`` -> cuda when available, else cpu."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
-def resolve_inputs(cfg: DictConfig) -> tuple[Path, Path]:
-    """(checkpoint, feature file); the embedded demo fills whichever is not given."""
-    checkpoint, features = cfg.model.get("checkpoint"), cfg.data.get("path")
-    if checkpoint is None or features is None:
-        try:
-            from steering.demo import ensure_demo
-        except ImportError as exc:
-            raise RuntimeError("no model.checkpoint / data.path given and the embedded demo is not available") from exc
-        demo = ensure_demo(cfg.demo, cfg.model.arch)
-        checkpoint = checkpoint if checkpoint is not None else demo.checkpoint
-        features = features if features is not None else demo.features
-    return Path(checkpoint), Path(features)
 
 
 def run_signals(cfg: DictConfig) -> Path:
