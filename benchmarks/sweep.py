@@ -34,7 +34,7 @@ STRENGTHS = [0.0, 0.1, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 5.0, 10.0]
 
 def build_model(cfg: ModelConfig, seed: int = 0) -> LRMEmotionNet:
     torch.manual_seed(seed)
-    model = LRMEmotionNet(cfg)
+    model = LRMEmotionNet(cfg).to(memory_format=torch.channels_last)  # as load_model returns it
     with torch.no_grad():  # non-trivial BatchNorm statistics and gains, as a trained model has
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -159,7 +159,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="the full-size reference model")
     parser.add_argument("--clips", type=int, default=364, help="evaluated clips (364: the legacy val split)")
     parser.add_argument("--frames", type=int, default=1000)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--subset", type=int, default=4, help="clips timed for (b), scaled up")
     args = parser.parse_args()
     cfg = FULL if args.full else DEMO

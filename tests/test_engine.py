@@ -122,7 +122,9 @@ def test_shared_work_gives_the_same_predictions_as_whole_passes(tiny_model, laye
             mask,
         )
         for t in ("valence", "arousal"):
-            torch.testing.assert_close(fast[t][i], slow[t], rtol=1e-5, atol=1e-5)
+            # The tiny random model's outputs reach 1e5, so batch-size-dependent GEMM rounding shows
+            # at ~3e-5 relative; benchmarks/sweep.py checks 1e-5 absolute on a realistically scaled model.
+            torch.testing.assert_close(fast[t][i], slow[t], rtol=1e-4, atol=1e-5)
 
 
 def test_priming_steers_pass_one(tiny_model):

@@ -182,7 +182,8 @@ def test_panns_backbone_weights_load(tmp_path, tiny_model):
     model = LRMEmotionNet(tiny_model.config).eval()
     load_backbone(model, path)
     x = features()
-    torch.testing.assert_close(model.backbone(x), tiny_model.backbone(x))
+    # tiny_model's weights are channels-last (load_model), so convolutions round differently.
+    torch.testing.assert_close(model.backbone(x), tiny_model.backbone(x), rtol=1e-5, atol=1e-5)
 
 
 def test_training_mode_spec_augment_handles_short_inputs(tiny_model):

@@ -47,7 +47,7 @@ def test_sibling_strengths_share_one_forward_and_match_single_runs(assets, monke
     single = runner.evaluate(_cfg(assets, "method=bypass", "strength=3"))
     assert all(c == 1 for c in calls)
     np.testing.assert_allclose(
-        swept[3].predictions.steered_valence, single.predictions.steered_valence, rtol=1e-5, atol=1e-5
+        swept[3].predictions.steered_valence, single.predictions.steered_valence, rtol=1e-4, atol=1e-5
     )
     assert swept[0].metrics["dr_valence"] != pytest.approx(swept[3].metrics["dr_valence"])
 

@@ -163,14 +163,15 @@ def steer_from_shared(
     if spec.first_block < shared.start_block:
         raise ValueError(f"shared work starts at block {shared.start_block}, spec steers block {spec.first_block}")
     n_strengths, batch = strengths.numel(), mask.shape[0]
+    k = shared.start_block
     rows = strengths.to(shared.prefix.device).repeat_interleave(batch)
-    own_sources = {p: _repeat(shared.first[f"{p}_128d"], n_strengths) for p in PATHWAYS}
-    own_mods = {c: _repeat(m, n_strengths) for c, m in shared.own_modulations.items()}
-    sig = {p: _repeat(v, n_strengths) for p, v in signals.items()}
+    own_sources = {p: _repeat(shared.first[f"{p}_128d"], n_strengths) for p in spec.pathways}
+    # Modulations of blocks before k are already in the prefix; later ones are needed per strength.
+    own_mods = {c: _repeat(m, n_strengths) for c, m in shared.own_modulations.items() if c.block_index >= k}
+    sig = {p: _repeat(signals[p], n_strengths) for p in spec.pathways}
     mods = steered_modulations(model, spec, own_sources, own_mods, sig, _repeat(mask, n_strengths), rows)
     gains = model.gains_from(mods)
     backbone = model.backbone
-    k = shared.start_block
     h = _repeat(shared.prefix, n_strengths)
     if shared.pooled:
         out = model.heads(backbone.project(torch.relu(gains[k].flatten(1)) * h))

@@ -123,7 +123,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LRMEmoti
     state = drop_unused(normalize_layout(extract_state_dict(_read(path, "cpu"), path)), path)
     model = LRMEmotionNet(infer_config(state, path))
     load_state_into(model, state, path)
-    return model.to(device).eval()
+    return model.to(device, memory_format=torch.channels_last).eval()
 
 
 def load_backbone(model: LRMEmotionNet, path: str | Path) -> None:

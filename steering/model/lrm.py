@@ -133,17 +133,20 @@ class ModBlock(nn.Module):
         scales both learned gains (the ``modulation`` method). A tensor multiplier of shape (B,)
         gives each sample its own factor.
         """
-        x = source.reshape(source.shape[0], -1, 1, 1)
+        x = source.reshape(source.shape[0], -1)
         if normalize:
             x = normalize_per_sample(x)
         if squash:
             x = torch.tanh(x)
-        x = self.rescale.resize.conv1x1(x)
+        # 1x1 convolutions of a 1x1 map are matrix products: F.linear is the same arithmetic, faster.
+        conv = self.rescale.resize.conv1x1
+        x = F.linear(x, conv.weight.flatten(1))
         neg, pos = self.neg_scale, self.pos_scale
         if isinstance(gain_multiplier, torch.Tensor) and gain_multiplier.dim() > 0:
-            gain_multiplier = gain_multiplier.reshape(-1, 1, 1, 1)
+            gain_multiplier = gain_multiplier.reshape(-1, 1)
         x = torch.where(x < 0, x * (neg * gain_multiplier), x * (pos * gain_multiplier))
-        return self.modulation(x)
+        m = F.linear(x, self.modulation.weight.flatten(1), self.modulation.bias)
+        return m[:, :, None, None]
 
 
 def apply_gain(output: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
