@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from steering.engine import SteeringSpec, select_connections, shared_pass, steer_direct, steer_from_shared
+from steering.engine import SteeringSpec, select_connections, steer_direct
+from steering.engine.chunked import plan_chunks, shared_bytes_per_clip, shared_chunk, steer_chunk
 from steering.engine.store import SharedPassStore, clear_memory
 from steering.model import LRMEmotionNet, ModelConfig
 
@@ -113,12 +114,20 @@ def run_case(model, x_chunks, signals, layer: str, pathway: str, subset: int, ca
                     model(clips[i : i + 1], forward_passes=2)
                     steer_direct(model, clips[i : i + 1], spec, {p: v[i : i + 1] for p, v in sig.items()}, one)
 
+    x_all = torch.cat(x_chunks)
+    sig_all = {p: torch.cat([s[p] for s in sig_chunks]) for p in signals}
+    batch = x_chunks[0].shape[0]
+    plan = plan_chunks(x_all.shape[0], batch, shared_bytes_per_clip(model, spec0.first_block, x_all.shape[1]))
+
     def engine(store: SharedPassStore):
+        # What steering.evaluation does: byte-sized storage chunks, small compute batches.
         s = torch.tensor(STRENGTHS)
         rows = []
-        for i, (x, sig, mask) in enumerate(zip(x_chunks, sig_chunks, masks)):
-            shared = store.get(i, lambda x=x: shared_pass(model, x, spec0.first_block))
-            rows.append(steer_from_shared(model, shared, spec0, sig, mask, s)["valence"])
+        for i, chunk in enumerate(plan):
+            shared = store.get(i, lambda c=chunk: shared_chunk(model, lambda r: x_all[r], c, spec0.first_block, batch))
+            sig = {p: v[chunk] for p, v in sig_all.items()}
+            mask = torch.ones(chunk.stop - chunk.start, dtype=torch.bool)
+            rows.append(steer_chunk(model, shared, spec0, sig, mask, s, batch)["valence"])
         return torch.cat(rows, dim=1)
 
     t_a, out_a = timed(per_config)

@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from steering.binning import Binning
 from steering.data import FeatureFile
-from steering.engine import SteeringSpec, shared_pass, steer_direct, steer_from_shared
+from steering.engine import SteeringSpec, steer_direct
 from steering.engine.assign import assign_signals
+from steering.engine.chunked import plan_chunks, shared_bytes_per_clip, shared_chunk, steer_chunk
 from steering.engine.siblings import sweep_strengths
 from steering.engine.store import SharedPassStore, shared_key
 from steering.hardware import autocast, choose_precision
@@ -89,28 +90,34 @@ def evaluate_configuration(
 ) -> RunResult:
     """Baseline and steered predictions of the ``eval_idx`` clips, and every metric of the run."""
     batch_size = int(cfg.batch_size)
-    chunks = [eval_idx[i : i + batch_size] for i in range(0, len(eval_idx), batch_size)]
+    per_clip = shared_bytes_per_clip(model, spec.first_block, ff.frames)
+    chunks = plan_chunks(len(eval_idx), batch_size, per_clip)
     key = shared_key(
         model=model_hash,
         data=data_hash,
         indices=indices_hash(eval_idx),
         batch_size=batch_size,
+        chunks=[(c.start, c.stop) for c in chunks],
         start_block=spec.first_block,
         device=device.type,
         precision=str(cfg.get("precision", "auto")),
     )
     store = SharedPassStore(key, cache_dir(cfg), device)
 
-    def compute_shared(i: int):
+    def features_of(rows: slice) -> torch.Tensor:
+        return ff.read(eval_idx[rows]).features.to(device)
+
+    def compute_shared(i: int, rows: slice | None = None):
         with autocast(device, precision):
-            return shared_pass(model, ff.read(chunks[i]).features.to(device), spec.first_block)
+            return shared_chunk(model, features_of, rows or chunks[i], spec.first_block, batch_size)
 
     precision = "fp32"
     if chunks:
+        probe_rows = slice(0, min(batch_size, len(eval_idx)))
         precision = choose_precision(
             device,
             str(cfg.get("precision", "auto")),
-            lambda: compute_shared(0).baseline,
+            lambda: compute_shared(0, probe_rows).baseline,
             float(cfg.get("precision_tolerance", 1e-3)),
         )
 
@@ -147,7 +154,9 @@ def evaluate_configuration(
     cached = _STEERED_MEMO.get(memo_key, {})
     if spec.strength not in cached:
         with autocast(device, precision):
-            cached.update(_steer_chunks(model, ff, chunks, spec, assignment, strengths, shared_for, device))
+            cached.update(
+                _steer_chunks(model, features_of, chunks, spec, assignment, strengths, shared_for, device, batch_size)
+            )
         _STEERED_MEMO.clear()  # keep only the latest configuration family
         _STEERED_MEMO[memo_key] = cached
     steered = cached[spec.strength]
@@ -202,23 +211,22 @@ def _assignment_hash(assignment) -> str:
     return digest.hexdigest()[:16]
 
 
-def _steer_chunks(model, ff, chunks, spec, assignment, strengths, shared_for, device) -> dict[float, dict]:
+def _steer_chunks(
+    model, features_of, chunks, spec, assignment, strengths, shared_for, device, batch_size
+) -> dict[float, dict]:
     """Steered predictions {strength: {target: (N,)}}; results stay on the device until the end."""
     s_tensor = torch.tensor(strengths, dtype=torch.float32, device=device)
     outs: dict[str, list[torch.Tensor]] = {t: [] for t in TARGETS}
-    offset = 0
-    for i, idx in enumerate(tqdm(chunks, desc="steer", unit="chunk", disable=len(chunks) < 4)):
-        rows = slice(offset, offset + len(idx))
+    for i, rows in enumerate(tqdm(chunks, desc="steer", unit="chunk", disable=len(chunks) < 4)):
         sig = {p: torch.from_numpy(assignment.vectors[p][rows]).to(device) for p in PATHWAYS}
         mask = torch.from_numpy(assignment.mask[rows]).to(device)
         if spec.priming:
-            out = steer_direct(model, ff.read(idx).features.to(device), spec, sig, mask)
+            out = steer_direct(model, features_of(rows), spec, sig, mask)
             out = {t: v.view(1, -1) for t, v in out.items()}
         else:
-            out = steer_from_shared(model, shared_for(i), spec, sig, mask, s_tensor)
+            out = steer_chunk(model, shared_for(i), spec, sig, mask, s_tensor, batch_size)
         for t in TARGETS:
             outs[t].append(out[t])
-        offset += len(idx)
     stacked = {t: torch.cat(v, dim=1).float().cpu().numpy() for t, v in outs.items()}
     return {s: {t: stacked[t][j] for t in TARGETS} for j, s in enumerate(strengths)}
 

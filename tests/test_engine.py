@@ -132,3 +132,26 @@ def test_priming_steers_pass_one(tiny_model):
     plain = _run(tiny_model, _spec(tiny_model, method="bypass", strength=2.0), x, sig)
     primed = _run(tiny_model, _spec(tiny_model, method="bypass", strength=2.0, priming=True), x, sig)
     assert (plain["valence"] - primed["valence"]).abs().max() > 1e-5
+
+
+def test_chunk_plan_respects_the_byte_budget():
+    from steering.engine.chunked import plan_chunks
+
+    chunks = plan_chunks(100, 16, bytes_per_clip=1000, budget=40_000)
+    assert [(c.start, c.stop) for c in chunks] == [(0, 32), (32, 64), (64, 96), (96, 100)]
+    assert [(c.start, c.stop) for c in plan_chunks(10, 16, 10**9)] == [(0, 10)]
+
+
+def test_chunked_shared_work_and_small_steering_batches_match_one_batch(tiny_model):
+    from steering.engine.chunked import shared_chunk, steer_chunk
+
+    x, sig = _inputs(batch=5)
+    mask = torch.tensor([True, False, True, True, True])
+    strengths = torch.tensor([0.5, 2.0])
+    spec = _spec(tiny_model, pathway="dual", layer="all", method="bypass")
+    whole = steer_from_shared(tiny_model, shared_pass(tiny_model, x, spec.first_block), spec, sig, mask, strengths)
+    shared = shared_chunk(tiny_model, lambda rows: x[rows], slice(0, 5), spec.first_block, batch_size=2)
+    assert shared.prefix.shape[0] == 5 and not shared.pooled
+    parts = steer_chunk(tiny_model, shared, spec, sig, mask, strengths, batch_size=2)
+    for t in ("valence", "arousal"):
+        torch.testing.assert_close(parts[t], whole[t], rtol=1e-4, atol=1e-5)

@@ -151,7 +151,7 @@ def test_model_unchanged_and_no_hooks_after_a_failing_run(assets, monkeypatch):
         raise RuntimeError("injected failure")
 
     monkeypatch.setattr(runner, "load_model", spy_load)
-    monkeypatch.setattr(evaluation, "steer_from_shared", boom)
+    monkeypatch.setattr(evaluation, "steer_chunk", boom)
     with pytest.raises(RuntimeError, match="injected failure"):
         evaluate(_cfg(assets, "method=bypass", "strength=3"))
     model = seen["model"]

@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from steering import evaluation, runner
-from steering.engine import store
+from steering.engine import chunked, store
 from steering.engine.siblings import sweep_strengths
 from tests.test_run import _cfg, assets  # noqa: F401  (fixture)
 
@@ -31,13 +31,13 @@ def test_sibling_strengths_share_one_forward_and_match_single_runs(assets, monke
     sweep_dir = tmp_path / "sweep"
     _write_multirun(sweep_dir, ["strength=0,1,3"])
     calls = []
-    real = evaluation.steer_from_shared
+    real = chunked.steer_from_shared
 
     def counting(*args, **kwargs):
         calls.append(args[-1].numel())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "steer_from_shared", counting)
+    monkeypatch.setattr(chunked, "steer_from_shared", counting)
     evaluation._STEERED_MEMO.clear()
     swept = {s: runner.evaluate(_cfg(assets, "method=bypass", f"strength={s}"), sweep_dir=sweep_dir) for s in (0, 1, 3)}
     n_chunks = len(calls)
@@ -60,7 +60,7 @@ def test_shared_work_is_read_back_from_the_disk_cache(assets, monkeypatch):  # n
     def fail(*_a, **_k):
         raise AssertionError("shared work recomputed despite the disk cache")
 
-    monkeypatch.setattr(evaluation, "shared_pass", fail)
+    monkeypatch.setattr(chunked, "shared_pass", fail)
     again = runner.evaluate(_cfg(assets, "method=direct", "strength=2"))
     np.testing.assert_array_equal(first.predictions.steered_valence, again.predictions.steered_valence)
     np.testing.assert_array_equal(first.predictions.base_arousal, again.predictions.base_arousal)

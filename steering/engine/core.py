@@ -35,14 +35,36 @@ class SharedPass:
     prefix: torch.Tensor  # raw (pre-gain) pass-2 output of ``start_block``, or its pooled (B, C) form
     pooled: bool = False  # True when ``start_block`` is the last block: ``prefix`` is pool(raw output)
 
-    def to(self, device: torch.device | str) -> SharedPass:
+    def _map(self, fn) -> SharedPass:
         return SharedPass(
-            first={k: v.to(device) for k, v in self.first.items()},
-            baseline={k: v.to(device) for k, v in self.baseline.items()},
-            own_modulations={k: v.to(device) for k, v in self.own_modulations.items()},
+            first={k: fn(v) for k, v in self.first.items()},
+            baseline={k: fn(v) for k, v in self.baseline.items()},
+            own_modulations={k: fn(v) for k, v in self.own_modulations.items()},
             start_block=self.start_block,
-            prefix=self.prefix.to(device),
+            prefix=fn(self.prefix),
             pooled=self.pooled,
+        )
+
+    def to(self, device: torch.device | str) -> SharedPass:
+        return self._map(lambda t: t.to(device))
+
+    def rows(self, rows: slice) -> SharedPass:
+        """The same results for a slice of the batch."""
+        return self._map(lambda t: t[rows])
+
+    @classmethod
+    def concat(cls, parts: list[SharedPass]) -> SharedPass:
+        """Join the results of consecutive batches."""
+        head = parts[0]
+        if len(parts) == 1:
+            return head
+        return cls(
+            first={k: torch.cat([p.first[k] for p in parts]) for k in head.first},
+            baseline={k: torch.cat([p.baseline[k] for p in parts]) for k in head.baseline},
+            own_modulations={c: torch.cat([p.own_modulations[c] for p in parts]) for c in head.own_modulations},
+            start_block=head.start_block,
+            prefix=torch.cat([p.prefix for p in parts]),
+            pooled=head.pooled,
         )
 
     def state(self) -> dict:
