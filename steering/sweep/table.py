@@ -209,6 +209,7 @@ def strength_figure(table: pd.DataFrame, path: str | Path) -> Path | None:
     for ax, t in zip(axes, TARGETS):
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_xlim(left=min(0.0, float(data["strength"].min())))  # no empty negative decades
         ax.set_xlabel("strength")
         ax.set_ylabel(f"Δr {t} (95% CI)")
         ax.set_title(t)
