@@ -93,3 +93,17 @@ def test_missing_and_non_hdf5_files(tmp_path):
     junk.write_text("not hdf5")
     with pytest.raises(FeatureFileError, match="not a readable HDF5"):
         FeatureFile(junk)
+
+
+def test_file_hash_follows_the_content(tmp_path):
+    import os
+
+    from steering.data import file_hash
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc")
+    first = file_hash(path)
+    assert file_hash(path) == first
+    path.write_bytes(b"abd")
+    os.utime(path, ns=(1, 10**18))  # a new mtime, as any rewrite gives
+    assert file_hash(path) != first

@@ -5,6 +5,7 @@ The file is opened lazily and read by index, so a large file is never loaded who
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -139,12 +140,19 @@ def _decode(name: bytes | str) -> str:
 
 
 def file_hash(path: str | Path, length: int = 16) -> str:
-    """SHA-256 of a file's bytes (hex, truncated)."""
+    """SHA-256 of a file's bytes (hex, truncated); remembered per process while the file is unchanged,
+    so the jobs of a sweep do not re-read a large feature file each."""
+    stat = Path(path).stat()
+    return _file_hash(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)[:length]
+
+
+@functools.lru_cache(maxsize=64)
+def _file_hash(path: str, _size: int, _mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()[:length]
+    return digest.hexdigest()
 
 
 def write_feature_file(
