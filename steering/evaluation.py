@@ -25,15 +25,15 @@ from steering.data import FeatureFile
 from steering.engine import SteeringSpec, steer_direct
 from steering.engine.assign import assign_signals
 from steering.engine.chunked import plan_chunks, shared_bytes_per_clip, shared_chunk, steer_chunk
+from steering.engine.core import TARGETS
 from steering.engine.siblings import sweep_strengths
 from steering.engine.store import SharedPassStore, shared_key
 from steering.hardware import autocast, choose_precision
-from steering.metrics import target_metrics
+from steering.metrics import pearson, target_metrics
 from steering.model.lrm import PATHWAYS
 from steering.signals import SignalSet
 
 log = logging.getLogger(__name__)
-TARGETS = ("valence", "arousal")
 
 
 def cache_dir(cfg: DictConfig) -> Path | None:
@@ -53,12 +53,6 @@ class RunResult:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def _pearson_r(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
-        return math.nan
-    return float(np.corrcoef(a, b)[0, 1])
-
-
 def per_category_table(pred: pd.DataFrame) -> pd.DataFrame:
     """Per true category: counts, coverage, base/steered r and MAE, mean shift, per target."""
     rows = []
@@ -66,8 +60,9 @@ def per_category_table(pred: pd.DataFrame) -> pd.DataFrame:
         row: dict[str, Any] = {"category": category, "n": len(group), "n_steered": int(group["steered"].sum())}
         for t in TARGETS:
             y, base, steered = group[t].to_numpy(), group[f"base_{t}"].to_numpy(), group[f"steered_{t}"].to_numpy()
-            row[f"r_base_{t}"] = _pearson_r(base, y)
-            row[f"r_steered_{t}"] = _pearson_r(steered, y)
+            # r over fewer than 3 clips says nothing (two points always give +-1)
+            row[f"r_base_{t}"] = pearson(base, y) if len(y) >= 3 else math.nan
+            row[f"r_steered_{t}"] = pearson(steered, y) if len(y) >= 3 else math.nan
             row[f"mae_base_{t}"] = float(np.mean(np.abs(base - y)))
             row[f"mae_steered_{t}"] = float(np.mean(np.abs(steered - y)))
             row[f"shift_{t}"] = float(np.mean(steered - base))

@@ -88,11 +88,7 @@ class SharedPassStore:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            torch.save({k: v for k, v in _cpu_state(shared).items()}, tmp)
+            torch.save(shared.to("cpu").state(), tmp)
             tmp.replace(path)
         _remember(mem_key, shared)
         return shared
-
-
-def _cpu_state(shared: SharedPass) -> dict:
-    return shared.to("cpu").state()
