@@ -4,7 +4,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
-export HYDRA_FULL_ERROR := 1
 
 .PHONY: install run test lint ui sweep report bench clean
 EXPERIMENT ?= approaches

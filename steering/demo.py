@@ -24,6 +24,7 @@ import hydra
 from omegaconf import DictConfig
 
 from steering.data import FeatureFile, split_indices
+from steering.errors import one_line_errors
 from steering.model import ModelConfig, load_model
 from steering.prepare import prepare_synthetic
 from steering.training import TrainConfig, evaluate, train_model
@@ -173,6 +174,7 @@ def _build(cfg: Mapping, arch: Mapping, features: Path, checkpoint: Path) -> dic
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     """``python -m steering.demo``: build (or reuse) the demo assets and print where they are."""
     assets = ensure_demo(cfg.demo, cfg.model.arch)
@@ -189,4 +191,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from steering.errors import run_app
+
+    run_app(main)

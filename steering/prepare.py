@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from steering.audio.frontend import FrontEndConfig, LogMel, frontend_config
 from steering.audio.synthetic import SyntheticConfig, clips, make_set
 from steering.data import write_feature_file
+from steering.errors import one_line_errors
 from steering.hardware import cpu_threads
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,10 @@ def prepare_synthetic(
 
 # --------------------------------------------------------------------------- Hydra app
 def run(cfg: Mapping) -> Path:
-    """Dispatch on ``cfg.source.name`` (folder or synthetic)."""
+    """Dispatch on ``cfg.source.name`` (folder or synthetic); the output path is checked before work."""
+    from steering.validation import check_output_path
+
+    check_output_path(cfg)
     source = dict(cfg["source"])
     name = source.pop("name", "folder")
     frontend = dict(cfg.get("frontend") or {})
@@ -249,9 +253,12 @@ def run(cfg: Mapping) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     run(OmegaConf.to_container(cfg, resolve=True))
 
 
 if __name__ == "__main__":
-    main()
+    from steering.errors import run_app
+
+    run_app(main)

@@ -16,6 +16,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from steering.errors import one_line_errors
 from steering.sweep import table as tbl
 
 log = logging.getLogger("steering.report")
@@ -54,7 +55,11 @@ def report_compare(client: MlflowClient, first: str, second: str, out: Path) -> 
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="report")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
+    from steering.preflight import check_tracking
+
+    check_tracking(str(cfg.tracking.uri))
     client = MlflowClient(str(cfg.tracking.uri))
     out = Path(cfg.out)
     if cfg.compare:
@@ -67,4 +72,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from steering.errors import run_app
+
+    run_app(main)

@@ -9,12 +9,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from steering.errors import one_line_errors
 from steering.runner import evaluate, summary
 
 log = logging.getLogger("steering.run")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="run")
+@one_line_errors
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
@@ -25,4 +27,6 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    from steering.errors import run_app
+
+    run_app(main)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from steering.binning import Binning
 from steering.data import FeatureFile, file_hash, split_indices
@@ -20,8 +19,18 @@ from steering.engine.assign import ORACLE_MODES
 from steering.evaluation import TARGETS, RunResult, cache_dir, evaluate_configuration
 from steering.hardware import cpu_threads, resolve_device
 from steering.model import Connection, load_model
+from steering.preflight import check_tracking
+from steering.results import artifact_files, logging_failed, mark_logged, record_pending, sync_pending, write_results
+from steering.resume import fail_dead_runs
 from steering.signals import SignalSet, cached_signals, extract_signals, load_signals, save_signals
 from steering.tracking import config_hash, configure, find_finished, job_run, sweep_parent
+from steering.validation import (
+    check_finite_results,
+    check_input_paths,
+    check_run_inputs,
+    check_run_options,
+    prediction_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +82,38 @@ def _load_or_extract_signals(
     return cached_signals(model_hash, data_hash, f"{cfg.data.split}:{split}", binning, cache_dir(cfg), build)
 
 
-def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None) -> RunResult:
-    """Run one configuration end to end and log it as one MLflow run."""
+def tracking_uri(cfg: DictConfig, sweep_dir: str | Path | None) -> str:
+    """Where this job's run goes: the sweep's (private) server in a sweep, else ``tracking.uri``."""
+    parent = sweep_parent(sweep_dir)
+    return str(parent["tracking_uri"] if parent else cfg.tracking.uri)
+
+
+def hydra_output_dir() -> Path | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None, results_dir: str | Path | None = None) -> RunResult:
+    """Run one configuration end to end: results to ``results_dir`` (default: Hydra's output
+    directory) first, then to one MLflow run. Options, files and the tracking store are checked
+    before any work."""
+    check_run_options(cfg)
+    check_input_paths(cfg)
+    check_tracking(tracking_uri(cfg, sweep_dir))
     device = resolve_device(cfg.device)
     binning = Binning.from_mapping(cfg.binning)
     if cfg.model.get("checkpoint") is None and cfg.model.get("arch") is not None:
         # Validate the choice against the demo architecture before building anything.
         arch_conns = tuple(Connection.parse(c) for c in cfg.model.arch.connections)
         steering_spec(cfg, arch_conns)
-    if cfg.forward_passes < 2:
-        raise ValueError("forward_passes must be >= 2: steering acts through the feedback of later passes")
+    trust = bool(cfg.model.get("trust_pickle", False))
+    # A given checkpoint is checked before a missing feature file makes the demo build.
+    model = load_model(cfg.model.checkpoint, device=device, trust_pickle=trust) if cfg.model.get("checkpoint") else None
     checkpoint, features = resolve_inputs(cfg)
-    model = load_model(checkpoint, device=device)
+    model = model or load_model(checkpoint, device=device, trust_pickle=trust)
     spec = steering_spec(cfg, model.connections)
+    check_run_inputs(cfg, model, features, binning)
     model_hash, data_hash = file_hash(checkpoint), file_hash(features)
     oracle = cfg.category.name in ORACLE_MODES
     tags = {
@@ -98,6 +126,8 @@ def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None) -> RunResult:
     digest = config_hash(cfg, model_hash, data_hash)
     tags["config_hash"] = digest
     if cfg.get("resume"):
+        fail_dead_runs(tracking_uri(cfg, sweep_dir), cfg.tracking.experiment, digest)
+        sync_pending(cache_dir(cfg), digest)
         previous = _previous_result(cfg, digest)
         if previous is not None:
             if sweep_parent(sweep_dir):  # the new sweep's table still gets its row
@@ -111,25 +141,76 @@ def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None) -> RunResult:
         signals = _load_or_extract_signals(cfg, model, ff, binning, model_hash, data_hash, device)
         eval_idx = split_indices(len(ff), cfg.data.eval_split, cfg.data.split, cfg.data.train_fraction)
         provenance = signals.metadata or {}
-        used = set(np.asarray(provenance.get("indices", []), dtype=np.int64).tolist())
-        leak = bool(provenance.get("leakage")) or bool(used & set(eval_idx.tolist()))
+        leak, foreign = _leakage(provenance, data_hash, eval_idx)
         mlflow.set_tags(
             {
                 "signals_source": str(signals.source_path or "extracted"),
                 "signals_fingerprint": signals.fingerprint(),
                 "signals_split": str(provenance.get("split", "file")),
                 "signals_leakage": str(leak).lower(),
+                "signals_other_data": str(foreign).lower(),
             }
         )
         with cpu_threads(cfg.get("threads")):
             result = evaluate_configuration(
                 cfg, model, ff, eval_idx, spec, signals, binning, device, model_hash, data_hash, sweep_dir
             )
-        mlflow.log_metrics({k: v for k, v in result.metrics.items() if v is not None and math.isfinite(v)})
-        _log_artifacts(result, signals)
         result.run_id, result.experiment_id = run.info.run_id, run.info.experiment_id
         result.tags = {**tags, "signals_leakage": str(leak).lower()}
+        _record(cfg, result, signals, run, digest, results_dir)
     return result
+
+
+def _leakage(provenance: dict, data_hash: str, eval_idx: np.ndarray) -> tuple[bool, bool]:
+    """(leakage, signals from another feature file): indices only mean something for the same file."""
+    recorded = str(provenance.get("data_hash") or "")
+    foreign = bool(recorded) and not (recorded.startswith(data_hash) or data_hash.startswith(recorded))
+    if foreign:
+        log.warning(
+            "the signals were extracted from another feature file (data hash %s, this file %s): "
+            "leakage cannot be checked by sample indices",
+            recorded[:16],
+            data_hash[:16],
+        )
+        return False, True
+    used = set(np.asarray(provenance.get("indices", []), dtype=np.int64).tolist())
+    return bool(provenance.get("leakage")) or bool(used & set(eval_idx.tolist())), False
+
+
+def _record(cfg: DictConfig, result: RunResult, signals: SignalSet, run, digest: str, results_dir) -> Path:
+    """Results to disk, then the finite check, then MLflow; a logging failure names the directory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(results_dir or hydra_output_dir() or tmp)
+        signals_file = save_signals(signals, Path(tmp) / f"signals_{signals.binning_name}.json")
+        uri = mlflow.get_tracking_uri()
+        write_results(
+            directory,
+            result.metrics,
+            {"predictions.csv": result.predictions, "per_category.csv": result.per_category},
+            OmegaConf.to_yaml(cfg, resolve=True),
+            {
+                "run_id": run.info.run_id,
+                "run_name": run.info.run_name,
+                "experiment": str(cfg.tracking.experiment),
+                "tracking_uri": uri,
+                "tags": dict(run.data.tags),
+                "config_hash": digest,
+            },
+            {signals_file.name: signals_file.read_text()},
+        )
+        check_finite_results(result.metrics, result.predictions, prediction_columns(result.predictions))
+        try:
+            mlflow.log_metrics(dict(result.metrics))
+            for path in artifact_files(directory):
+                mlflow.log_artifact(str(path))
+        except Exception as exc:
+            if directory == Path(tmp):
+                raise
+            record_pending(cache_dir(cfg), digest, directory)
+            raise logging_failed(uri, directory, exc) from exc
+        if directory != Path(tmp):
+            mark_logged(directory, run.info.run_id)
+    return directory
 
 
 def _previous_result(cfg: DictConfig, digest: str) -> RunResult | None:
@@ -158,13 +239,6 @@ def _log_tables(result: RunResult) -> None:
         for name, frame in (("predictions.csv", result.predictions), ("per_category.csv", result.per_category)):
             frame.to_csv(Path(tmp) / name, index=False)
             mlflow.log_artifact(str(Path(tmp) / name))
-
-
-def _log_artifacts(result: RunResult, signals: SignalSet) -> None:
-    _log_tables(result)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = save_signals(signals, Path(tmp) / f"signals_{signals.binning_name}.json")
-        mlflow.log_artifact(str(path))
 
 
 def summary(cfg: DictConfig, result: RunResult) -> str:

@@ -7,12 +7,17 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from steering.preflight import bound_http_retries, store_lock  # noqa: E402
+
+bound_http_retries()
 
 import mlflow  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
@@ -52,10 +57,9 @@ def git_commit(cwd: str | Path | None = None) -> str:
 
 def configure(uri: str, experiment: str) -> str:
     """Point MLflow at ``uri``, create ``experiment`` if needed; returns the experiment id."""
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    exp = mlflow.set_experiment(experiment)
+    with store_lock(uri):  # two jobs creating a fresh SQLite store at once would race
+        exp = mlflow.set_experiment(experiment)
     return exp.experiment_id
 
 
@@ -118,7 +122,7 @@ def job_run(
     parent = sweep_parent(sweep_dir)
     uri = parent["tracking_uri"] if parent else cfg.tracking.uri
     configure(uri, cfg.tracking.experiment)
-    all_tags = {"git_commit": git_commit(), **tags}
+    all_tags = {"git_commit": git_commit(), **process_tags(), **tags}
     if parent:
         all_tags.update({"mlflow.parentRunId": parent["run_id"], "sweep_id": parent["sweep_id"], **hydra_job_tags()})
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -126,4 +130,14 @@ def job_run(
         params = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in flatten(resolved).items()}
         mlflow.log_params(params)
         mlflow.log_text(OmegaConf.to_yaml(resolved), "config.yaml")
-        yield run
+        try:
+            yield run
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run was killed, not failed
+            with contextlib.suppress(Exception):
+                mlflow.end_run("KILLED")
+            raise
+
+
+def process_tags() -> dict[str, str]:
+    """Where a run's process lives, so ``resume=true`` can tell a dead RUNNING run from a live one."""
+    return {"process_id": str(os.getpid()), "process_host": socket.gethostname()}

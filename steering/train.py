@@ -13,8 +13,11 @@ import hydra
 import mlflow
 from omegaconf import DictConfig, OmegaConf
 
+from steering.errors import one_line_errors
+from steering.preflight import check_tracking
 from steering.tracking import configure, flatten
 from steering.training import TrainResult, train_model
+from steering.validation import check_train_features, check_train_options
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +32,11 @@ def resolve_features(cfg: Mapping) -> Path:
 
 
 def run(cfg: Mapping) -> TrainResult:
-    """Train with ``cfg`` (a resolved plain mapping) and log to MLflow."""
+    """Train with ``cfg`` (a resolved plain mapping) and log to MLflow; inputs are checked first."""
+    check_train_options(cfg)
+    check_tracking(cfg["tracking"]["uri"])
     features = resolve_features(cfg)
+    check_train_features(cfg, features, int(cfg["model"]["arch"].get("mel_bins", 64)))
     train_cfg = dict(cfg["train"])
     train_cfg.setdefault("split", cfg["data"].get("split", "threeway"))
     train_cfg.setdefault("train_fraction", cfg["data"].get("train_fraction", 0.7))
@@ -51,9 +57,12 @@ def run(cfg: Mapping) -> TrainResult:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     run(OmegaConf.to_container(cfg, resolve=True))
 
 
 if __name__ == "__main__":
-    main()
+    from steering.errors import run_app
+
+    run_app(main)

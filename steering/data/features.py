@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,12 +166,18 @@ def write_feature_file(
     """Write arrays in the reference layout, atomically (temp file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as h5:
-        h5.create_dataset("feature", data=np.asarray(features, dtype=np.float32))
-        h5.create_dataset("valence", data=np.asarray(valence, dtype=np.float32))
-        h5.create_dataset("arousal", data=np.asarray(arousal, dtype=np.float32))
-        width = max([len(n.encode()) for n in audio_names] + [1])
-        h5.create_dataset("audio_name", data=np.array([n.encode() for n in audio_names], dtype=f"S{width}"))
-    tmp.replace(path)
+    if path.is_dir():
+        raise FeatureFileError(f"{path}: is a directory; give a file path")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as h5:
+            h5.create_dataset("feature", data=np.asarray(features, dtype=np.float32))
+            h5.create_dataset("valence", data=np.asarray(valence, dtype=np.float32))
+            h5.create_dataset("arousal", data=np.asarray(arousal, dtype=np.float32))
+            width = max([len(n.encode()) for n in audio_names] + [1])
+            h5.create_dataset("audio_name", data=np.array([n.encode() for n in audio_names], dtype=f"S{width}"))
+        tmp.replace(path)
+    except BaseException:  # an error or Ctrl-C leaves no half-written file behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path

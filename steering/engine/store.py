@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from steering.engine.core import SharedPass
+from steering.model.safe_load import safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class SharedPassStore:
         path = self._path(chunk)
         if path is not None and path.is_file():
             try:
-                shared = SharedPass.from_state(torch.load(path, map_location=self.device, weights_only=True))
+                shared = SharedPass.from_state(safe_torch_load(path, map_location=self.device))
                 self.hits["disk"] += 1
                 _remember(mem_key, shared)
                 return shared

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 
 from steering.model.lrm import LAYERS, Connection
 from steering.model.network import LRMEmotionNet, ModelConfig
+from steering.model.safe_load import TorchFileError, safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +32,12 @@ class CheckpointError(ValueError):
     """A checkpoint file that does not match the model it describes."""
 
 
-def _read(path: Path, map_location: str | torch.device) -> Any:
+def _read(path: Path, map_location: str | torch.device, trust_pickle: bool = False) -> Any:
+    """The file's object, loaded without running code (see :mod:`steering.model.safe_load`)."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        # Older checkpoints may pickle numpy scalars (e.g. best_val_pearson): the user's own file.
-        log.info("%s holds non-tensor objects; loading it with full unpickling", path)
-        return torch.load(path, map_location=map_location, weights_only=False)
+        return safe_torch_load(path, map_location, trust_pickle=trust_pickle)
+    except TorchFileError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def extract_state_dict(obj: Any, path: Path | str = "<checkpoint>") -> dict[str, torch.Tensor]:
@@ -115,21 +114,30 @@ def load_state_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], p
     model.load_state_dict(state, strict=True)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LRMEmotionNet:
-    """Load a checkpoint in the reference layout (nested or flat LRM) into a model in eval mode."""
+def read_state(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The checkpoint's state_dict in the nested layout, unused keys dropped (CPU tensors)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = drop_unused(normalize_layout(extract_state_dict(_read(path, "cpu"), path)), path)
+        raise CheckpointError(f"{path}: checkpoint not found")
+    return drop_unused(normalize_layout(extract_state_dict(_read(path, "cpu", trust_pickle), path)), path)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", trust_pickle: bool = False) -> LRMEmotionNet:
+    """Load a checkpoint in the reference layout (nested or flat LRM) into a model in eval mode.
+
+    The file is loaded without running code unless ``trust_pickle`` (``model.trust_pickle``).
+    """
+    path = Path(path)
+    state = read_state(path, trust_pickle)
     model = LRMEmotionNet(infer_config(state, path))
     load_state_into(model, state, path)
     return model.to(device, memory_format=torch.channels_last).eval()
 
 
-def load_backbone(model: LRMEmotionNet, path: str | Path) -> None:
+def load_backbone(model: LRMEmotionNet, path: str | Path, trust_pickle: bool = False) -> None:
     """Load PANNs Cnn6 weights (``Cnn6_mAP=0.343.pth`` layout) into ``visual_system.base``."""
     path = Path(path)
-    state = extract_state_dict(_read(path, "cpu"), path)
+    state = extract_state_dict(_read(path, "cpu", trust_pickle), path)
     unused = ("spectrogram_extractor.", "logmel_extractor.", "fc_audioset.")
     backbone_state = {k: v for k, v in state.items() if not k.startswith(unused)}
     load_state_into(model.backbone, backbone_state, path)

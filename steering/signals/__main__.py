@@ -16,10 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 from steering.binning import Binning
 from steering.data import FeatureFile, file_hash, split_indices
 from steering.demo import resolve_inputs
+from steering.errors import one_line_errors
 from steering.hardware import resolve_device
 from steering.signals.extract import extract_signals
 from steering.signals.io import save_signals
 from steering.signals.signalset import PATHWAYS
+from steering.validation import check_features, check_signals_options
 
 log = logging.getLogger("steering.signals")
 
@@ -29,11 +31,13 @@ def run_signals(cfg: DictConfig) -> Path:
     from steering import load_model
 
     binning = Binning.from_mapping(cfg.binning)
+    check_signals_options(cfg)
     checkpoint, features = resolve_inputs(cfg)
     device = resolve_device(str(cfg.get("device", "auto")))
-    model = load_model(checkpoint, device=device)
+    model = load_model(checkpoint, device=device, trust_pickle=bool(cfg.model.get("trust_pickle", False)))
     with FeatureFile(features) as ff:
         indices = split_indices(len(ff), cfg.split, cfg.data.split, cfg.data.train_fraction)
+        check_features(ff, model.config.mel_bins, indices, what="signal-split")
         provenance: dict[str, Any] = {
             "split": cfg.split,
             "split_scheme": cfg.data.split,
@@ -75,10 +79,13 @@ def run_signals(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="signals")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
     run_signals(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    from steering.errors import run_app
+
+    run_app(main)

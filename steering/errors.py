@@ -1,0 +1,186 @@
+"""Errors the user can fix, and the wrapper that prints them in one line.
+
+Every app's ``__main__`` calls :func:`run_app`: a known error (bad input, config or tracking)
+prints ``error: <what>: <problem>`` on stderr and exits with status 2; the traceback only with
+``HYDRA_FULL_ERROR=1``. SIGTERM is handled like Ctrl-C, so runs end as KILLED and a sweep's
+server stops with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
+#: Set while run_app has set HYDRA_FULL_ERROR itself (so it is not mistaken for the user's choice).
+_WRAPPED_ENV = "_STEERING_ONE_LINE_ERRORS"
+USAGE_EXIT = 2
+
+
+class ConfigError(ValueError):
+    """An option with a value that cannot work; the message starts with the option's name."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(f"{option}: {problem}")
+        self.option = option
+
+
+class TrackingError(RuntimeError):
+    """The MLflow store or server cannot be used; the message names the URI."""
+
+
+class ResultError(RuntimeError):
+    """A run whose predictions or metrics came out non-finite (the run fails instead of finishing)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so the same clean-up runs."""
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that describe the user's input or environment (imported lazily)."""
+    from steering.audio.frontend import AudioError
+    from steering.binning import BinningError
+    from steering.data import FeatureFileError
+    from steering.engine import SteeringConfigError
+    from steering.model import CheckpointError
+    from steering.model.safe_load import TorchFileError
+    from steering.prepare import PrepareError
+    from steering.signals.io import SignalFileError
+
+    return (
+        ConfigError,
+        TrackingError,
+        ResultError,
+        AudioError,
+        BinningError,
+        CheckpointError,
+        FeatureFileError,
+        PrepareError,
+        SignalFileError,
+        SteeringConfigError,
+        TorchFileError,
+    )
+
+
+def one_line(exc: BaseException) -> str:
+    """``error: <what>: <problem>`` in one line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"error: {text}"
+
+
+def _find_known(exc: BaseException) -> BaseException | None:
+    known = known_errors()
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, known):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _hydra_compact(exc: BaseException) -> str | None:
+    """Hydra's own config errors (unknown option, bad override) as one line."""
+    try:
+        from hydra.errors import CompactHydraException
+        from omegaconf.errors import OmegaConfBaseException
+    except ImportError:  # pragma: no cover
+        return None
+    if isinstance(exc, CompactHydraException | OmegaConfBaseException):
+        parts = [str(exc)]
+        if isinstance(exc.__cause__, OmegaConfBaseException):
+            parts.append(str(exc.__cause__).splitlines()[0])
+        return " ".join(" ".join(p.split()) for p in parts if p)
+    return None
+
+
+def _raise_terminated(signum: int, _frame: Any) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+def install_sigterm_handler() -> None:
+    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread."""
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _mark_sweep_interrupted() -> None:
+    callback = sys.modules.get("steering.sweep.callback")
+    if callback is not None and hasattr(callback, "mark_interrupted"):
+        callback.mark_interrupted()
+
+
+def _full_error() -> bool:
+    return os.environ.get(FULL_ERROR_ENV, "") not in ("", "0") and not os.environ.get(_WRAPPED_ENV)
+
+
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def one_line_errors(task: Callable[..., Any]) -> Callable[..., Any]:
+    """Task-function decorator (under ``@hydra.main``): a known error of a single run exits 2 in one line.
+
+    In a multirun the error is re-raised, so the job counts as failed and the sweep goes on.
+    """
+
+    @functools.wraps(task)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return task(*args, **kwargs)
+        except Exception as exc:
+            known = _find_known(exc)
+            if known is None or _full_error() or _multirun():
+                raise
+            print(one_line(known), file=sys.stderr, flush=True)
+            raise SystemExit(USAGE_EXIT) from None
+
+    return wrapper
+
+
+def run_app(main: Callable[[], Any]) -> None:
+    """Run a Hydra ``main`` with one-line errors (exit 2) and SIGTERM handled like Ctrl-C."""
+    full = _full_error()
+    # Let exceptions reach this wrapper instead of Hydra's traceback printer.
+    if not full:
+        os.environ[FULL_ERROR_ENV] = "1"
+        os.environ[_WRAPPED_ENV] = "1"
+    install_sigterm_handler()
+    try:
+        main()
+    except KeyboardInterrupt as exc:
+        _mark_sweep_interrupted()
+        if full:
+            raise
+        terminated = isinstance(exc, Terminated)
+        print("error: interrupted" + (" (SIGTERM)" if terminated else ""), file=sys.stderr, flush=True)
+        sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
+    except Exception as exc:
+        if full:
+            raise
+        known = _find_known(exc)
+        line = one_line(known) if known is not None else None
+        if line is None:
+            compact = _hydra_compact(exc)
+            line = f"error: {compact}" if compact else None
+        if line is None:
+            raise
+        print(line, file=sys.stderr, flush=True)
+        sys.exit(USAGE_EXIT)
+    finally:
+        if not full:
+            os.environ.pop(FULL_ERROR_ENV, None)
+            os.environ.pop(_WRAPPED_ENV, None)

@@ -1,0 +1,111 @@
+"""Tracking preflight: is the MLflow store or server usable, answered within seconds, before any work.
+
+Also bounds MLflow's HTTP retries for our processes (a server that goes away mid-run fails the job
+in about a minute instead of ~8 minutes of retries) and serialises the creation of a fresh SQLite
+store, which two jobs starting at once would otherwise race on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from steering.errors import TrackingError
+
+#: Our defaults (the user's environment wins): 3 quick retries, 15 s per request.
+HTTP_ENV_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+PREFLIGHT_TIMEOUT = 8.0
+
+
+def bound_http_retries() -> None:
+    """Set MLflow's HTTP retry/timeout variables for this process and its children, unless set."""
+    for key, value in HTTP_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///"))
+
+
+def check_tracking(uri: str, timeout: float = PREFLIGHT_TIMEOUT) -> None:
+    """Raise :class:`TrackingError` naming ``uri`` when the store cannot be written or the server not reached."""
+    if not uri:
+        raise TrackingError("tracking.uri: is empty")
+    path = sqlite_path(uri)
+    if path is not None:
+        _check_sqlite(uri, path, timeout)
+    elif uri.startswith(("http://", "https://")):
+        _check_server(uri, timeout)
+    elif uri.startswith("sqlite:"):
+        raise TrackingError(f"{uri}: a SQLite URI needs an absolute path, sqlite:////abs/path.db or sqlite:///path.db")
+
+
+def _check_sqlite(uri: str, path: Path, timeout: float) -> None:
+    parent = path.parent
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise TrackingError(f"{uri}: {existing} is not a directory")
+    try:  # a real write (root passes os.access checks on read-only mounts and /proc)
+        if existing == parent:
+            with open(_lock_path(path), "a"):
+                pass
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            raise OSError(f"{existing} is not writable")
+    except OSError as exc:
+        raise TrackingError(f"{uri}: cannot create the store there ({exc.strerror or exc})") from None
+    if path.is_dir():
+        raise TrackingError(f"{uri}: {path} is a directory, not a SQLite file")
+    if not path.exists():
+        return
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise TrackingError(f"{uri}: {path} is not readable and writable")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=timeout)) as conn:
+            conn.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise TrackingError(f"{uri}: {path} is not a usable SQLite store ({exc})") from None
+
+
+def _check_server(uri: str, timeout: float) -> None:
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered (auth or a proxy in front): reachable
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"{uri}: tracking server not reachable ({reason})") from None
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive file lock beside a SQLite store while it is created or migrated; a no-op otherwise."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(_lock_path(path), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
