@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -37,9 +38,13 @@ from hydra.experimental.callback import Callback  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from steering.errors import TrackingError, one_line  # noqa: E402
+from steering.preflight import check_tracking  # noqa: E402
+from steering.resume import fail_dead_sweeps  # noqa: E402
 from steering.sweep import table as tbl  # noqa: E402
+from steering.sweep.interrupt import end_running_children, note_unfinished, planned_jobs  # noqa: E402
 from steering.sweep.server import LocalServer, start_server  # noqa: E402
-from steering.tracking import PARENT_FILE, configure, sweep_parent  # noqa: E402
+from steering.tracking import PARENT_FILE, configure, process_tags, sweep_parent  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +94,15 @@ class MlflowSweepCallback(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         backend_uri = str(config.tracking.uri)
         experiment = str(config.tracking.experiment)
+        try:
+            check_tracking(backend_uri)
+        except TrackingError as exc:  # Hydra would only warn about a failing callback and run every job
+            print(one_line(exc), file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
         experiment_id = configure(backend_uri, experiment)  # the store and experiment exist before any job
         client = MlflowClient(backend_uri)
+        if OmegaConf.select(config, "resume"):
+            fail_dead_sweeps(client, experiment_id)
         sweep_id = f"{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         preset = OmegaConf.select(config, "hydra.runtime.choices.experiment")
         varied = varied_keys(config)
@@ -102,23 +114,28 @@ class MlflowSweepCallback(Callback):
             "sweep_dir": str(sweep_dir.resolve()),
             "sweep_command_overrides": json.dumps(task)[:5000],
             "sweep_launcher": _launcher_name(config) or "basic",
+            **process_tags(),
         }
         if preset:
             tags[tbl.TAG_PRESET] = str(preset)
         parent = client.create_run(experiment_id, run_name=f"sweep-{preset or 'multirun'}-{sweep_id}", tags=tags)
-        server = self._maybe_start_server(config, backend_uri, sweep_dir)
         info = {
             "run_id": parent.info.run_id,
             "sweep_id": sweep_id,
-            "tracking_uri": server.uri if server else backend_uri,
+            "tracking_uri": backend_uri,
             "backend_uri": backend_uri,
             "experiment_id": experiment_id,
             "experiment": experiment,
             "varied": varied,
+            "planned_jobs": planned_jobs(config),
         }
-        (sweep_dir / PARENT_FILE).write_text(json.dumps(info, indent=2))
-        _ACTIVE.update(info=info, sweep_dir=sweep_dir, server=server, done=False)
+        # Registered before the server starts, so an interrupt while it starts still closes the parent.
+        _ACTIVE.update(info=info, sweep_dir=sweep_dir, server=None, done=False)
         atexit.register(_finish_at_exit)
+        server = self._maybe_start_server(config, backend_uri, sweep_dir)
+        info["tracking_uri"] = server.uri if server else backend_uri
+        _ACTIVE["server"] = server
+        (sweep_dir / PARENT_FILE).write_text(json.dumps(info, indent=2))
         log.info("sweep %s: parent run %s, jobs log to %s", sweep_id, parent.info.run_id, info["tracking_uri"])
 
     def _maybe_start_server(self, config: DictConfig, backend_uri: str, sweep_dir: Path) -> LocalServer | None:
@@ -195,21 +212,33 @@ def finish_sweep() -> Path | None:
         server.stop()
     info, sweep_dir = _ACTIVE["info"], _ACTIVE["sweep_dir"]
     client = MlflowClient(info["backend_uri"])
-    status = "FAILED"
+    interrupted = bool(_ACTIVE.get("interrupted"))
+    status = "KILLED" if interrupted else "FAILED"
     try:
+        end_running_children(client, info["experiment_id"], info["run_id"])
         runs = tbl.find_sweep(client, info["sweep_id"], [info["experiment_id"]])
         table = tbl.comparison_table(runs.children, info["varied"])
         paths = tbl.write_outputs(table, info["sweep_id"], sweep_dir)
+        never = note_unfinished(sweep_dir / "comparison.md", info.get("planned_jobs"), len(table), interrupted)
         for path in paths:
             client.log_artifact(info["run_id"], str(path))
         finished = int((table["status"] == "FINISHED").sum())
         client.log_metric(info["run_id"], "n_jobs", len(table))
         client.log_metric(info["run_id"], "n_failed", len(table) - finished)
-        status = "FINISHED" if finished else "FAILED"
+        if never is not None:
+            client.log_metric(info["run_id"], "n_not_run", never)
+        if not interrupted:
+            status = "FINISHED" if finished else "FAILED"
         log.info("sweep %s: %d/%d jobs finished; table in %s", info["sweep_id"], finished, len(table), sweep_dir)
     finally:
         client.set_terminated(info["run_id"], status)
     return sweep_dir / "comparison.csv"
+
+
+def mark_interrupted() -> None:
+    """Ctrl-C or SIGTERM ended the sweep: its parent ends KILLED, not FINISHED."""
+    if _ACTIVE:
+        _ACTIVE["interrupted"] = True
 
 
 def _finish_at_exit() -> None:

@@ -105,6 +105,9 @@ def start_server(
     server = LocalServer(proc, uri, log_path)
     try:
         wait_healthy(f"http://127.0.0.1:{port}" if host == "0.0.0.0" else uri, timeout, proc)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while waiting: stop it and let the interrupt end the sweep
+        server.stop()
+        raise
     except BaseException:
         server.stop()
         raise RuntimeError(f"could not start mlflow server ({' '.join(cmd)}); see {log_path}") from None
