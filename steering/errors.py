@@ -77,16 +77,40 @@ def one_line(exc: BaseException) -> str:
     return f"error: {text}"
 
 
-def _find_known(exc: BaseException) -> BaseException | None:
-    known = known_errors()
-    seen: set[int] = set()
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
     current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, known):
-            return current
-        seen.add(id(current))
+    while current is not None and all(current is not c for c in chain):
+        chain.append(current)
         current = current.__cause__ or current.__context__
+    return chain
+
+
+def _find_known(exc: BaseException) -> BaseException | None:
+    """The error to report: ours first (anywhere in the chain), else MLflow's (a tracking failure)."""
+    chain = _chain(exc)
+    known = known_errors()
+    for error in chain:
+        if isinstance(error, known):
+            return error
+    try:
+        from mlflow.exceptions import MlflowException
+    except ImportError:  # pragma: no cover
+        return None
+    for error in chain:
+        if isinstance(error, MlflowException):
+            uri = os.environ.get("MLFLOW_TRACKING_URI") or _current_tracking_uri()
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+            return TrackingError(f"{uri}: {first}")
     return None
+
+
+def _current_tracking_uri() -> str:
+    mlflow = sys.modules.get("mlflow")
+    try:
+        return str(mlflow.get_tracking_uri()) if mlflow else "tracking"
+    except Exception:
+        return "tracking"
 
 
 def _hydra_compact(exc: BaseException) -> str | None:

@@ -124,8 +124,11 @@ def sync_pending(cache_dir: str | Path | None, config_hash: str) -> str | None:
     return run_id
 
 
-def sync(directory: str | Path) -> str:
-    """Log a result directory to its MLflow run (created if the store never saw it); returns the run id."""
+def sync(directory: str | Path, tracking_uri: str | None = None) -> str:
+    """Log a result directory to its MLflow run (created if the store never saw it); returns the run id.
+
+    ``tracking_uri`` replaces the recorded one (e.g. the server came back at another address).
+    """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -136,7 +139,7 @@ def sync(directory: str | Path) -> str:
     if info.get("status") == "logged":
         log.info("%s: already logged as run %s", directory, info.get("run_id"))
         return str(info["run_id"])
-    uri = str(info["tracking_uri"])
+    uri = str(tracking_uri or info["tracking_uri"])
     check_tracking(uri)
     client = MlflowClient(uri)
     run_id = info.get("run_id")
@@ -188,10 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m steering.results DIR [DIR ...]``: log result directories to MLflow."""
     parser = argparse.ArgumentParser(prog="python -m steering.results", description=main.__doc__)
     parser.add_argument("directories", nargs="+", type=Path, help="output directories of steering runs")
+    parser.add_argument("--tracking-uri", help="log there instead of the URI recorded in run.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for directory in args.directories:
-        print(f"{directory}: run {sync(directory)}")
+        print(f"{directory}: run {sync(directory, args.tracking_uri)}")
     return 0
 
 

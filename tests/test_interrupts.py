@@ -1,0 +1,216 @@
+"""Real processes: SIGTERM during sweeps (basic and joblib launchers) and a tracking server killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from steering.data import write_feature_file
+from tests.conftest import make_feature_arrays, reference_state
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP = ["method=lrm,bypass,modulation,direct", "layer=conv3,conv4"]
+PLANNED = 8
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("interrupts")
+    checkpoint = tmp / "ref.pth"
+    torch.save({"model": reference_state(), "iteration": 10}, checkpoint)
+    features = write_feature_file(tmp / "feats.h5", *make_feature_arrays(n=120, frames=32, seed=5))
+    return {"checkpoint": checkpoint, "features": features, "tmp": tmp}
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(ROOT)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def _sweep_cmd(assets, db: str, sweep_dir: Path, *overrides: str) -> list[str]:
+    tmp = assets["tmp"]
+    return [
+        sys.executable,
+        "-m",
+        "steering.run",
+        "-m",
+        *SWEEP,
+        *overrides,
+        f"model.checkpoint={assets['checkpoint']}",
+        f"data.path={assets['features']}",
+        f"tracking.uri=sqlite:///{tmp}/{db}",
+        f"cache.dir={tmp}/cache",
+        "binning.min_samples=3",
+        "metrics.bootstrap_resamples=100",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _terminate_after_first_result(cmd: list[str], sweep_dir: Path, cwd: Path) -> tuple[int, set[int], str]:
+    """Start the sweep, SIGTERM it once a job wrote its results; (exit code, its processes then, stderr)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 400
+    while not list(sweep_dir.glob("*/run.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    family = _descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    return proc.returncode, family, stderr
+
+
+def _sweep_runs(uri: str, sweep_dir: Path):
+    info = json.loads((sweep_dir / "mlflow_parent.json").read_text())
+    client = MlflowClient(uri)
+    everything = client.search_runs([info["experiment_id"]])
+    return client, info, everything
+
+
+def _check_interrupted(assets, db: str, sweep_dir: Path, rc: int, stderr: str) -> int:
+    uri = f"sqlite:///{assets['tmp']}/{db}"
+    assert rc == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "error: interrupted (SIGTERM)" in stderr
+    client, info, runs = _sweep_runs(uri, sweep_dir)
+    assert all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    parent = client.get_run(info["run_id"])
+    assert parent.info.status == "KILLED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == info["run_id"]]
+    finished = sum(r.info.status == "FINISHED" for r in children)
+    assert finished < PLANNED
+    never = PLANNED - len(children)
+    assert parent.data.metrics["n_not_run"] == never
+    assert f"{never} of {PLANNED} planned jobs never ran" in (sweep_dir / "comparison.md").read_text()
+    return finished
+
+
+def _resume_completes(assets, db: str, name: str, finished_before: int) -> None:
+    sweep_dir = assets["tmp"] / name
+    cmd = _sweep_cmd(assets, db, sweep_dir, "resume=true")
+    proc = subprocess.run(cmd, cwd=assets["tmp"], env=_env(), capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_csv(sweep_dir / "comparison.csv")
+    assert len(table) == PLANNED and (table["status"] == "FINISHED").all()
+    client, info, runs = _sweep_runs(f"sqlite:///{assets['tmp']}/{db}", sweep_dir)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == info["run_id"]]
+    resumed = [r for r in children if "resumed_from" in r.data.tags]
+    assert len(resumed) == finished_before  # finished jobs were not computed again
+    assert all(r.info.status != "RUNNING" for r in runs)
+
+
+def test_sigterm_during_a_basic_sweep_leaves_nothing_running_and_resume_completes(assets):
+    sweep_dir = assets["tmp"] / "basic"
+    rc, _, stderr = _terminate_after_first_result(_sweep_cmd(assets, "basic.db", sweep_dir), sweep_dir, assets["tmp"])
+    finished = _check_interrupted(assets, "basic.db", sweep_dir, rc, stderr)
+    _resume_completes(assets, "basic.db", "basic-resumed", finished)
+
+
+def test_sigterm_during_a_joblib_sweep_stops_workers_and_server(assets):
+    sweep_dir = assets["tmp"] / "joblib"
+    joblib = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    rc, family, stderr = _terminate_after_first_result(
+        _sweep_cmd(assets, "joblib.db", sweep_dir, *joblib), sweep_dir, assets["tmp"]
+    )
+    finished = _check_interrupted(assets, "joblib.db", sweep_dir, rc, stderr)
+    assert family, "the sweep had no worker or server processes to check"
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in family) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    survivors = [p for p in family if _alive(p)]
+    assert not survivors, [Path(f"/proc/{p}/cmdline").read_bytes()[:200] for p in survivors]
+    # Resumed with the basic launcher: the same resume logic, without a second server start-up.
+    _resume_completes(assets, "joblib.db", "joblib-resumed", finished)
+
+
+def test_tracking_server_killed_mid_run_fails_in_bounded_time_and_results_sync_later(assets):
+    from steering.sweep.server import start_server
+
+    tmp = assets["tmp"]
+    backend = f"sqlite:///{tmp}/served.db"
+    client = MlflowClient(backend)
+    # As a sweep does it: the experiment exists (artifacts on local disk) before the server starts.
+    client.create_experiment("steering", artifact_location=str(tmp / "served-artifacts"))
+    server = start_server(backend, tmp / "server-logs", timeout=180)
+    out = tmp / "served-run"
+    features = write_feature_file(tmp / "big.h5", *make_feature_arrays(n=1200, frames=32, seed=3))
+    cmd = [
+        sys.executable,
+        "-m",
+        "steering.run",
+        f"model.checkpoint={assets['checkpoint']}",
+        f"data.path={features}",
+        f"tracking.uri={server.uri}",
+        f"cache.dir={tmp}/served-cache",
+        "binning.min_samples=3",
+        "metrics.bootstrap_resamples=20000",
+        f"hydra.run.dir={out}",
+    ]
+    proc = subprocess.Popen(cmd, cwd=tmp, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            experiment = client.get_experiment_by_name("steering")
+            # the signals' tags are set just before the evaluation starts
+            query = "attributes.status = 'RUNNING' and tags.signals_fingerprint != ''"
+            if experiment and client.search_runs([experiment.experiment_id], query):
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the run ended before the server could be killed"
+    finally:
+        server.stop()
+    killed_at = time.monotonic()
+    _, stderr = proc.communicate(timeout=300)
+    assert time.monotonic() - killed_at < 120  # MLflow's own retries would take ~8 minutes
+    assert proc.returncode == 2, stderr[-3000:]
+    line = [ln for ln in stderr.splitlines() if ln.startswith("error: ")][-1]
+    assert "logging failed" in line and str(out) in line and "python -m steering.results" in line
+    assert (out / "metrics.json").is_file() and (out / "predictions.csv").is_file()
+    # Later, with the store reachable again, the results are logged without recomputing.
+    sync = subprocess.run(
+        [sys.executable, "-m", "steering.results", str(out), "--tracking-uri", backend],
+        cwd=tmp,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert sync.returncode == 0, sync.stderr[-3000:]
+    run = client.get_run(json.loads((out / "run.json").read_text())["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["dr_valence"] == pytest.approx(json.loads((out / "metrics.json").read_text())["dr_valence"])
