@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 from steering.data import FeatureFile, split_indices
 from steering.errors import one_line_errors
+from steering.integrity import check_or_record, write_checksum
 from steering.model import ModelConfig, load_model
 from steering.prepare import prepare_synthetic
 from steering.training import TrainConfig, evaluate, train_model
@@ -107,13 +108,14 @@ def demo_features(demo_cfg: Mapping) -> Path:
     key = demo_key(recipe, {})
     path = cache_root(cfg) / f"features-{key}.h5"
     with _locked(path.with_suffix(".lock")):
-        if path.is_file():
+        if path.is_file() and check_or_record(path, "synthetic features"):
             log.info("using cached synthetic features %s", path)
             return path
         log.info("generating synthetic features %s", path)
         prepare_synthetic(
             path, cfg.get("synthetic"), cfg.get("frontend"), int(cfg.get("workers", 0)), bool(cfg.get("progress", True))
         )
+        write_checksum(path)
     return path
 
 
@@ -127,11 +129,12 @@ def ensure_demo(demo_cfg: Mapping, model_arch: Mapping) -> DemoAssets:
     checkpoint = root / "model.pth"
     with _locked(root.parent / f"demo-{key}.lock"):
         features = demo_features(cfg)
-        if info_path.is_file() and checkpoint.is_file():
+        if info_path.is_file() and checkpoint.is_file() and check_or_record(checkpoint, "demo model"):
             log.info("using cached demo model %s", checkpoint)
             return DemoAssets(features, checkpoint, json.loads(info_path.read_text()))
         log.info("training the demo model in %s (first use; a few minutes on a small CPU)", root)
         info = _build(cfg, arch, features, checkpoint)
+        write_checksum(checkpoint)
         _write_json(info_path, info)
     return DemoAssets(features, checkpoint, info)
 

@@ -10,6 +10,7 @@ atomically, one file per chunk, so memory stays bounded by the chunk size.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from steering.engine.core import SharedPass
+from steering.integrity import digest_bytes, verify, write_checksum
 from steering.model.safe_load import safe_torch_load
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,8 @@ MEMORY_BUDGET = int(os.environ.get("STEERING_MEMORY_CACHE_BYTES", 4 << 30))
 
 def shared_key(**parts: object) -> str:
     """Stable hash of what the shared work depends on."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    blob = json.dumps({"format": CACHE_FORMAT, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def _nbytes(shared: SharedPass) -> int:
@@ -78,18 +81,25 @@ class SharedPassStore:
         path = self._path(chunk)
         if path is not None and path.is_file():
             try:
-                shared = SharedPass.from_state(safe_torch_load(path, map_location=self.device))
+                data = path.read_bytes()
+                if verify(path, digest_bytes(data)) is not True:
+                    raise ValueError("missing or mismatching checksum (corrupt or altered)")
+                shared = SharedPass.from_state(safe_torch_load(io.BytesIO(data), map_location=self.device))
                 self.hits["disk"] += 1
                 _remember(mem_key, shared)
                 return shared
-            except Exception as exc:  # a torn or stale file is recomputed, never trusted
-                log.warning("recomputing unreadable cache chunk %s: %s", path, exc)
+            except Exception as exc:  # a torn, stale or altered file is recomputed, never trusted
+                log.warning("recomputing cache chunk %s: %s", path, exc)
         shared = compute()
         self.hits["computed"] += 1
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            buffer = io.BytesIO()
+            torch.save(shared.to("cpu").state(), buffer)
+            data = buffer.getvalue()
             tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            torch.save(shared.to("cpu").state(), tmp)
+            tmp.write_bytes(data)
+            write_checksum(path, digest_bytes(data))
             tmp.replace(path)
         _remember(mem_key, shared)
         return shared

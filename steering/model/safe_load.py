@@ -14,7 +14,7 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -59,11 +59,13 @@ def _weights_only_detail(exc: Exception) -> str:
     return (lines[0] if lines else type(exc).__name__)[:200]
 
 
-def _offending_type(path: Path, exc: Exception) -> str | None:
+def _offending_type(path: Path | IO[bytes], exc: Exception) -> str | None:
     match = _UNSUPPORTED.search(str(exc))
     if match:
         return match.group(1)
     try:
+        if not isinstance(path, Path):
+            path.seek(0)
         allowed = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in _numpy_globals()}
         unsafe = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path) if g not in allowed]
         return ", ".join(unsafe[:3]) or None
@@ -71,14 +73,14 @@ def _offending_type(path: Path, exc: Exception) -> str | None:
         return None
 
 
-def safe_torch_load(path: str | Path, map_location: Any = "cpu", trust_pickle: bool = False) -> Any:
+def safe_torch_load(path: str | Path | IO[bytes], map_location: Any = "cpu", trust_pickle: bool = False) -> Any:
     """Load a torch file with ``weights_only=True`` (numpy scalars/arrays/dtypes allowed).
 
     Raises :class:`UnsafeFileError` naming the file and the offending type when the file needs
     more, and :class:`UnreadableFileError` when it is no torch file at all. ``trust_pickle=True``
     falls back to full unpickling for such files, with a warning.
     """
-    path = Path(path)
+    path = Path(path) if isinstance(path, str | Path) else path
     try:
         with torch.serialization.safe_globals(_numpy_globals()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -95,6 +97,8 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu", trust_pickle: b
                 "(set model.trust_pickle=true only if you trust this file)"
             ) from None
         log.warning("model.trust_pickle=true: fully unpickling %s (%s); this can run code", path, what)
+        if not isinstance(path, Path):
+            path.seek(0)
         return torch.load(path, map_location=map_location, weights_only=False)
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
         raise UnreadableFileError(f"{path}: not a readable PyTorch file ({_first_line(exc)})") from None

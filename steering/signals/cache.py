@@ -48,6 +48,8 @@ def cached_signals(
     if path.is_file():
         try:
             signals = load_signals(path, binning)
+            if signals.metadata.get("fingerprint") != signals.fingerprint():
+                raise SignalFileError(f"{path}: the signals do not match their recorded fingerprint (altered)")
             log.info("using cached signals %s", path)
             return signals
         except SignalFileError as exc:
