@@ -14,11 +14,11 @@ from omegaconf import DictConfig
 
 from steering.binning import Binning
 from steering.data import FeatureFile, file_hash, split_indices
-from steering.demo import resolve_inputs
 from steering.engine import SteeringSpec, select_connections
 from steering.engine.assign import ORACLE_MODES
 from steering.evaluation import TARGETS, RunResult, cache_dir, evaluate_configuration
 from steering.hardware import cpu_threads, resolve_device
+from steering.inputs import resolve_inputs
 from steering.model import Connection, load_model
 from steering.signals import SignalSet, cached_signals, extract_signals, load_signals, save_signals
 from steering.tracking import config_hash, configure, find_finished, job_run, sweep_parent
