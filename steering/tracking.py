@@ -59,8 +59,9 @@ def configure(uri: str, experiment: str) -> str:
     return exp.experiment_id
 
 
-#: Keys that say where or how fast a run happens, not what it computes.
+#: Keys that say where or how fast a run happens, not what it computes (``confirm`` acts after the sweep).
 VOLATILE_KEYS = ("tracking", "cache", "demo.cache_dir", "demo.workers", "demo.progress", "resume", "threads", "device")
+VOLATILE_KEYS += ("confirm",)
 
 
 def config_hash(cfg: DictConfig, *content_hashes: str) -> str:
