@@ -37,7 +37,7 @@ def report_sweep(client: MlflowClient, sweep_id: str, out: Path, log_to_parent: 
     analyses = write_analyses(client, table, out / sweep_id, bootstrap)
     notes = conf.selection_notes(runs.children, len(table))
     paths = tbl.write_outputs(table, sweep_id, out / sweep_id, notes, analyses.sections) + analyses.paths
-    confirmation = conf.rebuild_confirmation(runs.children, table)
+    confirmation = conf.rebuild_confirmation(runs.children, table, runs.varied)
     if confirmation is not None:
         confirmation.to_csv(out / sweep_id / "confirmation.csv", index=False)
         paths.append(out / sweep_id / "confirmation.csv")

@@ -101,7 +101,10 @@ def hydra_job_tags() -> dict[str, str]:
     if not HydraConfig.initialized():
         return {}
     hydra_cfg = HydraConfig.get()
-    return {"sweep_job_num": str(hydra_cfg.job.num), "sweep_overrides": json.dumps(list(hydra_cfg.overrides.task))}
+    num = OmegaConf.select(hydra_cfg, "job.num", default=None, throw_on_missing=False)
+    if num is None:  # the sweep process itself (a sweep's confirmation run), not one of its jobs
+        return {}
+    return {"sweep_job_num": str(num), "sweep_overrides": json.dumps(list(hydra_cfg.overrides.task))}
 
 
 @contextlib.contextmanager

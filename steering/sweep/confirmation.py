@@ -35,6 +35,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from steering.sweep.table import override_values
 from steering.tracking import PARENT_FILE
 
 log = logging.getLogger(__name__)
@@ -144,14 +145,17 @@ def run_confirmation(
     (out / PARENT_FILE).write_text(json.dumps({**parent, "tracking_uri": parent["backend_uri"]}, indent=2))
     cfg = confirmation_config(client, chosen_run.info.run_id, settings.split)
     chosen_overrides = json.loads(chosen_run.data.tags.get("sweep_overrides", "[]"))
-    tags = {TAG_ROLE: ROLE, TAG_CHOSEN: chosen_run.info.run_id, "confirmation_criterion": settings.criterion}
+    tags = {
+        TAG_ROLE: ROLE,
+        TAG_CHOSEN: chosen_run.info.run_id,
+        "confirmation_criterion": settings.criterion,
+        "sweep_job_num": ROLE,  # no job of the sweep: never a table row
+        "sweep_overrides": json.dumps([*chosen_overrides, f"data.eval_split={settings.split}"]),
+    }
     log.info("confirmation: %s on %s (%s)", " ".join(chosen_overrides), settings.split, settings.criterion)
     result = evaluate(cfg, sweep_dir=out, extra_tags=tags)
-    overrides = [*chosen_overrides, f"data.eval_split={settings.split}"]
-    # job_run tagged the run with the sweep's last Hydra job; it is no job of the sweep.
-    client.set_tag(result.run_id, "sweep_overrides", json.dumps(overrides))
-    client.set_tag(result.run_id, "sweep_job_num", ROLE)
-    confirm_table = confirmation_table(table, chosen_run, result.metrics, result.run_id, settings)
+    varied = parent.get("varied", [])
+    confirm_table = confirmation_table(table, chosen_run, result.metrics, result.run_id, settings, varied)
     path = out.parent / "confirmation.csv"
     confirm_table.to_csv(path, index=False)
     return Confirmation(confirm_table, result.run_id, path)
@@ -163,8 +167,10 @@ def confirmation_table(
     test_metrics: Mapping[str, float],
     test_run_id: str,
     settings: ConfirmSettings,
+    parent_varied: Sequence[str] | str = (),
 ) -> pd.DataFrame:
-    """One row per target: the choice, its selection-split figures and its confirmation-split figures."""
+    """One row per target: the choice (values of the swept keys; ``overrides``: the job's whole command
+    line), its figures on the selection split and on the confirmation split."""
     val = chosen_run.data.metrics
     row = table[table["run_id"] == chosen_run.info.run_id].iloc[0]
     selected_on = chosen_run.data.params.get("data.eval_split", "")
@@ -174,11 +180,14 @@ def confirmation_table(
             return (metrics.get("dr_valence", math.nan) + metrics.get("dr_arousal", math.nan)) / 2
         return metrics.get(settings.criterion, math.nan)
 
+    varied = json.loads(parent_varied) if isinstance(parent_varied, str) else list(parent_varied)
+    chosen_values = override_values(json.loads(chosen_run.data.tags.get("sweep_overrides", "[]")))
+    choice = " ".join(f"{k}={chosen_values.get(k, row.get(k))}" for k in varied)
     rows = []
     for t in TARGETS:
         out: dict[str, object] = {
             "criterion": settings.criterion,
-            "choice": " ".join(json.loads(chosen_run.data.tags.get("sweep_overrides", "[]"))),
+            "choice": choice,
             "job": row.get("job"),
             "selected_on": selected_on,
             "confirmed_on": settings.split,
@@ -186,10 +195,11 @@ def confirmation_table(
             "criterion_confirmed": crit(test_metrics),
             "target": t,
         }
-        for stat in FIGURES:
-            name = f"{stat}_{t}" if stat.startswith("r_") else f"dr_{t}{stat[2:]}"
-            out[f"selected_{stat}"] = val.get(name, math.nan)
-            out[f"confirmed_{stat}"] = test_metrics.get(name, math.nan)
+        for prefix, metrics in (("selected", val), ("confirmed", test_metrics)):
+            for stat in FIGURES:
+                name = f"{stat}_{t}" if stat.startswith("r_") else f"dr_{t}{stat[2:]}"
+                out[f"{prefix}_{stat}"] = metrics.get(name, math.nan)
+        out["overrides"] = " ".join(json.loads(chosen_run.data.tags.get("sweep_overrides", "[]")))
         out["selected_run_id"] = chosen_run.info.run_id
         out["confirmation_run_id"] = test_run_id
         rows.append(out)
@@ -224,7 +234,9 @@ def selection_notes(children: Sequence[Run], n_rows: int) -> list[str]:
     return []
 
 
-def rebuild_confirmation(children: Sequence[Run], table: pd.DataFrame) -> pd.DataFrame | None:
+def rebuild_confirmation(
+    children: Sequence[Run], table: pd.DataFrame, varied: Sequence[str] = ()
+) -> pd.DataFrame | None:
     """confirmation.csv from a finished sweep's runs (``python -m steering.report``), or None without one."""
     confirmations = [r for r in children if is_confirmation(r) and r.info.status == "FINISHED"]
     if not confirmations:
@@ -238,4 +250,4 @@ def rebuild_confirmation(children: Sequence[Run], table: pd.DataFrame) -> pd.Dat
         criterion=run.data.tags.get("confirmation_criterion", "mean_dr"),
         split=run.data.params.get("data.eval_split", "test"),
     )
-    return confirmation_table(table, chosen, run.data.metrics, run.info.run_id, settings)
+    return confirmation_table(table, chosen, run.data.metrics, run.info.run_id, settings, varied)
