@@ -142,6 +142,10 @@ def test_contrast_is_the_difference_of_the_runs_delta_r_with_a_joint_bootstrap()
     assert (same["contrast"], same["ci_low"], same["ci_high"], same["p"]) == (0.0, 0.0, 0.0, 1.0)
     # The bootstrap width is that of a paired design: far below the sum of the runs' own widths.
     assert row["ci_high"] - row["ci_low"] < 0.5
+    # The contrasts are their own family for Holm/BH.
+    assert list(out["p_holm"]) == pytest.approx(list(mult.holm(out["p"].to_numpy())))
+    assert list(out["q"]) == pytest.approx(list(mult.benjamini_hochberg(out["p"].to_numpy())))
+    assert (out["p_holm"] >= out["p"]).all()
 
 
 def test_contrasts_refuse_runs_that_scored_different_clips():

@@ -9,7 +9,8 @@ Both runs scored the same clips, so one set of bootstrap resamples of the clips 
 runs (and to every draw of a multi-draw control, whose Δr is the mean over its draws). The interval
 is the percentile interval of the resampled contrasts; the p-value is the two-sided bootstrap p
 ``min(1, 2 (1 + min(#{c* <= 0}, #{c* >= 0})) / (1 + B))`` over the B resamples where every correlation
-is defined — the smallest level at which the percentile interval would exclude 0.
+is defined — the smallest level at which the percentile interval would exclude 0. ``p_holm`` and ``q``
+adjust those p-values over the contrasts of the table (their own family).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from steering.metrics import bootstrap_dr_samples, pearson
+from steering.sweep.multiplicity import benjamini_hochberg, holm
 from steering.sweep.predictions import check_same_clips, steered_draws
 
 log = logging.getLogger(__name__)
@@ -122,7 +124,14 @@ def contrasts_table(
                         control_run_id=ctrl["run_id"],
                     )
                     rows.append(row)
-    return pd.DataFrame(rows, columns=[*keys, *columns])
+    out = pd.DataFrame(rows, columns=[*keys, *columns])
+    if not out.empty:  # the contrasts are a family of their own
+        finite = out["p"].notna()
+        out.loc[finite, "p_holm"] = holm(out.loc[finite, "p"].to_numpy())
+        out.loc[finite, "q"] = benjamini_hochberg(out.loc[finite, "p"].to_numpy())
+        at = list(out.columns).index("p") + 1
+        out = out[[*out.columns[:at], "p_holm", "q", *[c for c in out.columns[at:] if c not in ("p_holm", "q")]]]
+    return out
 
 
 def bootstrap_settings(params: Mapping[str, str]) -> dict[str, float | int]:
@@ -142,14 +151,15 @@ def describe_contrasts(contrasts: pd.DataFrame, confidence: float = 0.95) -> lis
         "## Contrasts (condition − control)",
         "",
         f"Δr(condition) − Δr(control) on the same clips, paired-bootstrap {confidence:.0%} interval and "
-        "two-sided bootstrap p (contrasts.csv); a multi-draw control counts as the mean over its draws.",
+        "two-sided bootstrap p (contrasts.csv); a multi-draw control counts as the mean over its draws. "
+        f"Holm and BH adjust over these {len(contrasts)} contrasts (a family separate from the table's).",
         "",
     ]
-    keys = list(contrasts.columns[: list(contrasts.columns).index("target")])
+    keys = [k for k in contrasts.columns[: list(contrasts.columns).index("target")] if contrasts[k].nunique() > 1]
     for _, row in contrasts.iterrows():
         where = ", ".join(f"{k}={row[k]}" for k in keys)
         lines.append(
             f"- {where + ': ' if where else ''}{row.target}: {row.condition} − {row.control} = {row.contrast:+.4f} "
-            f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}], p = {row.p:.3g}"
+            f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}], p = {row.p:.3g} (Holm {row.p_holm:.3g}, BH q {row.q:.3g})"
         )
     return lines

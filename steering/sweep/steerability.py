@@ -121,6 +121,7 @@ def histogram(steer: pd.DataFrame, path: str | Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     keys = list(steer.columns[: list(steer.columns).index("target")])
     data = steer[steer["steered"]]
@@ -130,7 +131,7 @@ def histogram(steer: pd.DataFrame, path: str | Path) -> Path | None:
         values = sub["toward_rating"].to_numpy()
         lo, hi = np.quantile(values, [0.005, 0.995]) if values.size else (0.0, 1.0)
         lo, hi = min(lo, 0.0), max(hi, 0.0)
-        bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 50)
+        bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 31)
         groups = sub.groupby(keys, dropna=False, sort=False) if keys else [((), sub)]
         for key, g in groups:
             key = key if isinstance(key, tuple) else (key,)
@@ -144,6 +145,8 @@ def histogram(steer: pd.DataFrame, path: str | Path) -> Path | None:
                 label=f"{name}: {share:.0%} wrong way",
             )
         ax.axvline(0, color="grey", lw=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(6))
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))
         ax.set_xlabel("slope towards the rating (per unit strength; < 0: wrong way)")
         ax.set_ylabel("steered clips")
         ax.set_title(t)
