@@ -142,6 +142,13 @@ def test_controls_sweep_gets_contrasts_equal_to_the_difference_of_delta_r(assets
         assert row.condition_run_id == table.loc[row.condition, "run_id"]
     text = (sweep_dir / "comparison.md").read_text()
     assert "## Contrasts" in text and "Family: 10 tests" in text
+    # The family's adjusted p-values are on the child runs too (MLflow's run table), the family size on the parent.
+    assert parent.data.metrics["multiplicity_family_size"] == 10
+    for child in children:
+        row = table[table["run_id"] == child.info.run_id].iloc[0]
+        for t in TARGETS:
+            assert child.data.metrics[f"dr_{t}_p_holm"] == pytest.approx(row[f"dr_{t}_p_holm"])
+            assert child.data.metrics[f"dr_{t}_q"] == pytest.approx(row[f"dr_{t}_q"])
     assert "re-creates selection on the reported split" in text  # evaluated on test, nothing confirmed
     assert not (sweep_dir / "steerability.csv").exists()  # strength does not vary
     assert json.loads(parent.data.tags["sweep_varied"]) == ["category"]

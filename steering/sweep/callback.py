@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
 import socket
 import uuid
@@ -37,10 +38,12 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
 from hydra.core.utils import JobReturn, JobStatus  # noqa: E402
 from hydra.experimental.callback import Callback  # noqa: E402
+from mlflow.entities import Metric  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from steering.sweep import confirmation as conf  # noqa: E402
+from steering.sweep import multiplicity as mult  # noqa: E402
 from steering.sweep import table as tbl  # noqa: E402
 from steering.sweep.analysis import write_analyses  # noqa: E402
 from steering.sweep.server import LocalServer, start_server  # noqa: E402
@@ -227,11 +230,24 @@ def finish_sweep() -> Path | None:
         client.log_metric(info["run_id"], "n_failed", len(table) - finished)
         for name, value in analyses.metrics.items():
             client.log_metric(info["run_id"], name, value)
+        _log_adjusted(client, info["run_id"], table)
         status = "FINISHED" if finished else "FAILED"
         log.info("sweep %s: %d/%d jobs finished; table in %s", info["sweep_id"], finished, len(table), sweep_dir)
     finally:
         client.set_terminated(info["run_id"], status)
     return sweep_dir / "comparison.csv"
+
+
+def _log_adjusted(client: MlflowClient, parent_id: str, table: Any) -> None:
+    """Holm/BH of the sweep's family on each child run too (visible in the MLflow run table)."""
+    now = int(datetime.now().timestamp() * 1000)
+    n_tests = 0
+    for row in table.to_dict("records"):
+        values = {c: float(row[c]) for c in mult.ADJUSTED_COLUMNS if c in row and math.isfinite(float(row[c]))}
+        n_tests += sum(1 for c in values if c.endswith("_p_holm"))
+        if values and row.get("run_id"):
+            client.log_batch(row["run_id"], metrics=[Metric(k, v, now, 0) for k, v in values.items()])
+    client.log_metric(parent_id, "multiplicity_family_size", n_tests)
 
 
 def _confirm(
