@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
     from steering.sweep import table as tbl
 
+# pandas, MLflow and the sweep modules load inside the functions, after composition: --help stays fast.
+
 log = logging.getLogger("steering.report")
 
 
@@ -35,10 +37,21 @@ def sweep_table(client: MlflowClient, sweep_id: str) -> tuple[tbl.SweepRuns, pd.
 
 def report_sweep(client: MlflowClient, sweep_id: str, out: Path, log_to_parent: bool = False) -> pd.DataFrame:
     """Write comparison.csv/.md (and the strength figure) for one sweep into ``out/<sweep_id>``."""
+    from steering.sweep import confirmation as conf
     from steering.sweep import table as tbl
+    from steering.sweep.analysis import write_analyses
+    from steering.sweep.contrasts import bootstrap_settings
 
     runs, table = sweep_table(client, sweep_id)
-    paths = tbl.write_outputs(table, sweep_id, out / sweep_id)
+    finished = [r for r in runs.children if r.info.status == "FINISHED"]
+    bootstrap = bootstrap_settings(finished[0].data.params if finished else {})
+    analyses = write_analyses(client, table, out / sweep_id, bootstrap)
+    notes = conf.selection_notes(runs.children, len(table))
+    paths = tbl.write_outputs(table, sweep_id, out / sweep_id, notes, analyses.sections) + analyses.paths
+    confirmation = conf.rebuild_confirmation(runs.children, table, runs.varied)
+    if confirmation is not None:
+        confirmation.to_csv(out / sweep_id / "confirmation.csv", index=False)
+        paths.append(out / sweep_id / "confirmation.csv")
     if log_to_parent and runs.parent is not None:
         for path in paths:
             client.log_artifact(runs.parent.info.run_id, str(path), "report")
@@ -66,7 +79,7 @@ def report_compare(client: MlflowClient, first: str, second: str, out: Path) -> 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="report")
 def main(cfg: DictConfig) -> None:
-    from mlflow.tracking import MlflowClient  # MLflow loads after composition: --help stays fast
+    from mlflow.tracking import MlflowClient
 
     from steering.sweep import table as tbl
 

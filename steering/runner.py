@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow
@@ -73,8 +74,10 @@ def _load_or_extract_signals(
     return cached_signals(model_hash, data_hash, f"{cfg.data.split}:{split}", binning, cache_dir(cfg), build)
 
 
-def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None) -> RunResult:
-    """Run one configuration end to end and log it as one MLflow run."""
+def evaluate(
+    cfg: DictConfig, sweep_dir: str | Path | None = None, extra_tags: Mapping[str, str] | None = None
+) -> RunResult:
+    """Run one configuration end to end and log it as one MLflow run (with ``extra_tags``, e.g. a sweep role)."""
     device = resolve_device(cfg.device)
     binning = Binning.from_mapping(cfg.binning)
     if cfg.model.get("checkpoint") is None and cfg.model.get("arch") is not None:
@@ -97,6 +100,7 @@ def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None) -> RunResult:
     }
     digest = config_hash(cfg, model_hash, data_hash)
     tags["config_hash"] = digest
+    tags.update(extra_tags or {})
     if cfg.get("resume"):
         previous = _previous_result(cfg, digest)
         if previous is not None:

@@ -78,6 +78,7 @@ def test_keys_other_modules_add_are_in_the_schemas():
     assert cfg.category.source == "final" and cfg.category.draws == 20
     assert cfg.model.trust_pickle is False
     assert {"enabled", "criterion", "split"} <= set(cfg.confirm)
+    assert composed("run", "confirm=true").confirm is True  # the shorthand replaces the section
     assert composed("run", "category.source=pass1", "category.draws=3", "model.trust_pickle=true").category.draws == 3
 
 

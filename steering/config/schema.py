@@ -186,15 +186,6 @@ class DemoConf:
     train: DemoTrainConf = field(default_factory=DemoTrainConf)
 
 
-@dataclass
-class ConfirmConf:
-    """Select on val, confirm on test: the sweep's best configuration (by ``criterion``) rerun on ``split``."""
-
-    enabled: bool = False
-    criterion: str = "mean_dr"
-    split: str = choice("test", SPLITS)
-
-
 # --------------------------------------------------------------------------- steering.run
 @dataclass
 class SignalsConf:
@@ -229,7 +220,9 @@ class RunConfig:
     category: CategoryConf = field(default_factory=CategoryConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
     demo: DemoConf = field(default_factory=DemoConf)
-    confirm: ConfirmConf = field(default_factory=ConfirmConf)
+    # Select on val, confirm on test: {enabled, criterion, split} or the shorthand confirm=true/false,
+    # so a plain node; steering.sweep.confirmation.confirm_settings checks it.
+    confirm: Any = None
     strength: float = number(1.0)
     alpha: float = number(1.0)
     priming: bool = False
