@@ -68,12 +68,13 @@ def test_installed_wheel_runs_from_any_directory(wheel, tmp_path):
     # The dependencies (torch, mlflow, hydra ...) come from this environment through a path entry that
     # follows the venv's own site-packages, so the installed steering is the one imported.
     (purelib / "zz_steering_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)]
-    sh(pip, cwd=tmp_path)
-    work = tmp_path / "elsewhere"
-    work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HYDRA_FULL_ERROR")}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    # --ignore-installed: the steering of this environment (visible through the path entry) is left alone.
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed"]
+    sh([*pip, "-q", str(wheel)], cwd=tmp_path, env=env)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
     where = sh(
         [str(venv / "bin" / "python"), "-c", "import steering.config as c; print(c.__file__, c.config_dir())"],
         cwd=work,
