@@ -152,3 +152,18 @@ def test_controls_sweep_gets_contrasts_equal_to_the_difference_of_delta_r(assets
     assert "re-creates selection on the reported split" in text  # evaluated on test, nothing confirmed
     assert not (sweep_dir / "steerability.csv").exists()  # strength does not vary
     assert json.loads(parent.data.tags["sweep_varied"]) == ["category"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["confirm.criterion=best"], "confirm.criterion must be one of mean_dr, dr_valence, dr_arousal"),
+        (["confirm.criterion=dr_valence", "confirm=true"], "confirm=true replaced confirm.criterion=dr_valence"),
+    ],
+)
+def test_a_bad_confirm_setting_stops_the_sweep_before_any_job(assets, overrides, message):
+    proc, sweep_dir, uri = run_sweep(assets, "badconfirm", "strength=0,1", *overrides)
+    assert proc.returncode == 2
+    output = proc.stdout + proc.stderr
+    assert message in output and "Traceback" not in output
+    assert not sweep_dir.exists() and not (assets["tmp"] / "badconfirm.db").exists()

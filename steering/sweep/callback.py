@@ -93,7 +93,14 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not HydraConfig.initialized():
             HydraConfig.instance().set_config(config)
-        confirm = conf.confirm_settings(config)  # a bad confirm.* fails before any job
+        try:
+            confirm = conf.confirm_settings(config)
+        except conf.ConfirmConfigError as exc:
+            # Hydra turns a callback's Exception into a warning and runs the sweep anyway; SystemExit stops it.
+            log.error("%s", exc)
+            raise SystemExit(2) from None
+        if confirm.enabled and OmegaConf.select(config, "data.eval_split") == confirm.split:
+            log.warning("the sweep is evaluated on %s, the confirmation split: it confirms nothing", confirm.split)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         backend_uri = str(config.tracking.uri)
