@@ -74,6 +74,7 @@ def test_strength_sweep_selects_on_val_and_confirms_the_best_row_once_on_test(as
     best = table.loc[((table["dr_valence"] + table["dr_arousal"]) / 2).idxmax()]
     assert confirmation.data.tags["confirmation_of"] == best["run_id"]
     assert parent.data.tags["confirmation_run_id"] == confirmation.info.run_id
+    assert parent.data.tags["confirmation_choice"] == f"strength={best['strength']:g}"
     # confirmation.csv: the choice, its val figures (the table's) and its test figures (the new run's).
     confirm = pd.read_csv(sweep_dir / "confirmation.csv").set_index("target")
     assert list(confirm.index) == list(TARGETS)
