@@ -74,6 +74,7 @@ def test_strength_sweep_selects_on_val_and_confirms_the_best_row_once_on_test(as
     best = table.loc[((table["dr_valence"] + table["dr_arousal"]) / 2).idxmax()]
     assert confirmation.data.tags["confirmation_of"] == best["run_id"]
     assert parent.data.tags["confirmation_run_id"] == confirmation.info.run_id
+    assert parent.data.tags["confirmation_choice"] == f"strength={best['strength']:g}"
     # confirmation.csv: the choice, its val figures (the table's) and its test figures (the new run's).
     confirm = pd.read_csv(sweep_dir / "confirmation.csv").set_index("target")
     assert list(confirm.index) == list(TARGETS)
@@ -117,9 +118,9 @@ def test_strength_sweep_selects_on_val_and_confirms_the_best_row_once_on_test(as
     )
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     pd.testing.assert_frame_equal(pd.read_csv(out / info["sweep_id"] / "comparison.csv"), table)
-    pd.testing.assert_frame_equal(
-        pd.read_csv(out / info["sweep_id"] / "confirmation.csv"), pd.read_csv(sweep_dir / "confirmation.csv")
-    )
+    for name in ("confirmation.csv", "steerability.csv", "steerability_summary.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(out / info["sweep_id"] / name), pd.read_csv(sweep_dir / name))
+    assert (out / info["sweep_id"] / "comparison.md").read_text() == text
 
 
 def test_controls_sweep_gets_contrasts_equal_to_the_difference_of_delta_r(assets):
@@ -152,3 +153,18 @@ def test_controls_sweep_gets_contrasts_equal_to_the_difference_of_delta_r(assets
     assert "re-creates selection on the reported split" in text  # evaluated on test, nothing confirmed
     assert not (sweep_dir / "steerability.csv").exists()  # strength does not vary
     assert json.loads(parent.data.tags["sweep_varied"]) == ["category"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["confirm.criterion=best"], "confirm.criterion must be one of mean_dr, dr_valence, dr_arousal"),
+        (["confirm.criterion=dr_valence", "confirm=true"], "confirm=true replaced confirm.criterion=dr_valence"),
+    ],
+)
+def test_a_bad_confirm_setting_stops_the_sweep_before_any_job(assets, overrides, message):
+    proc, sweep_dir, uri = run_sweep(assets, "badconfirm", "strength=0,1", *overrides)
+    assert proc.returncode == 2
+    output = proc.stdout + proc.stderr
+    assert message in output and "Traceback" not in output
+    assert not sweep_dir.exists() and not (assets["tmp"] / "badconfirm.db").exists()

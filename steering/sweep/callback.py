@@ -93,7 +93,16 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not HydraConfig.initialized():
             HydraConfig.instance().set_config(config)
-        confirm = conf.confirm_settings(config)  # a bad confirm.* fails before any job
+        try:
+            confirm = conf.confirm_settings(config)
+        except conf.ConfirmConfigError as exc:
+            # Hydra turns a callback's Exception into a warning and runs the sweep anyway; SystemExit stops it.
+            log.error("%s", exc)
+            raise SystemExit(2) from None
+        if confirm.enabled and OmegaConf.select(config, "data.eval_split") == confirm.split:
+            log.warning("the sweep is evaluated on %s, the confirmation split: it confirms nothing", confirm.split)
+        if confirm.enabled and "submitit" in _launcher_name(config):
+            log.warning("confirmation runs at the end of the sweep in this process (the submit host), not as a job")
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         backend_uri = str(config.tracking.uri)
@@ -271,6 +280,7 @@ def _confirm(
         client.set_tag(info["run_id"], "confirmation_error", f"{type(exc).__name__}: {exc}"[:1000])
         return []
     client.set_tag(info["run_id"], "confirmation_run_id", done.run_id)
+    client.set_tag(info["run_id"], "confirmation_choice", str(done.table["choice"].iloc[0]))
     for record in done.table.itertuples():
         client.log_metric(info["run_id"], f"confirmed_dr_{record.target}", float(record.confirmed_dr))
     log.info("confirmation of job %s on %s: run %s, %s", row.get("job"), settings.split, done.run_id, done.path)
