@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow
@@ -13,11 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from steering.binning import Binning
 from steering.data import FeatureFile, file_hash, split_indices
-from steering.demo import resolve_inputs
 from steering.engine import SteeringSpec, select_connections
 from steering.engine.assign import ORACLE_MODES
 from steering.evaluation import TARGETS, RunResult, cache_dir, evaluate_configuration
 from steering.hardware import cpu_threads, resolve_device
+from steering.inputs import resolve_inputs
 from steering.model import Connection, load_model
 from steering.preflight import check_tracking
 from steering.results import artifact_files, logging_failed, mark_logged, record_pending, sync_pending, write_results
@@ -94,10 +95,15 @@ def hydra_output_dir() -> Path | None:
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
 
 
-def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None, results_dir: str | Path | None = None) -> RunResult:
+def evaluate(
+    cfg: DictConfig,
+    sweep_dir: str | Path | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+    results_dir: str | Path | None = None,
+) -> RunResult:
     """Run one configuration end to end: results to ``results_dir`` (default: Hydra's output
-    directory) first, then to one MLflow run. Options, files and the tracking store are checked
-    before any work."""
+    directory) first, then to one MLflow run (with ``extra_tags``, e.g. a sweep role). Options,
+    files and the tracking store are checked before any work."""
     check_run_options(cfg)
     check_input_paths(cfg)
     check_tracking(tracking_uri(cfg, sweep_dir))
@@ -125,6 +131,7 @@ def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None, results_dir: 
     }
     digest = config_hash(cfg, model_hash, data_hash)
     tags["config_hash"] = digest
+    tags.update(extra_tags or {})
     if cfg.get("resume"):
         fail_dead_runs(tracking_uri(cfg, sweep_dir), cfg.tracking.experiment, digest)
         sync_pending(cache_dir(cfg), digest)

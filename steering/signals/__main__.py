@@ -14,14 +14,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from steering.binning import Binning
-from steering.data import FeatureFile, file_hash, split_indices
-from steering.demo import resolve_inputs
+from steering.config import config_dir
 from steering.errors import one_line_errors
-from steering.hardware import resolve_device
-from steering.signals.extract import extract_signals
-from steering.signals.io import save_signals
-from steering.signals.signalset import PATHWAYS
-from steering.validation import check_features, check_signals_options
+from steering.inputs import resolve_inputs
 
 log = logging.getLogger("steering.signals")
 
@@ -29,6 +24,12 @@ log = logging.getLogger("steering.signals")
 def run_signals(cfg: DictConfig) -> Path:
     """Extract and save the signals described by ``cfg`` (the ``conf/signals.yaml`` shape); returns the file."""
     from steering import load_model
+    from steering.data import FeatureFile, file_hash, split_indices
+    from steering.hardware import resolve_device
+    from steering.signals.extract import extract_signals
+    from steering.signals.io import save_signals
+    from steering.signals.signalset import PATHWAYS
+    from steering.validation import check_features, check_signals_options
 
     binning = Binning.from_mapping(cfg.binning)
     check_signals_options(cfg)
@@ -78,7 +79,7 @@ def run_signals(cfg: DictConfig) -> Path:
     return path
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="signals")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="signals")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
