@@ -121,11 +121,22 @@ def _hydra_compact(exc: BaseException) -> str | None:
     except ImportError:  # pragma: no cover
         return None
     if isinstance(exc, CompactHydraException | OmegaConfBaseException):
-        parts = [str(exc)]
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
         if isinstance(exc.__cause__, OmegaConfBaseException):
-            parts.append(str(exc.__cause__).splitlines()[0])
-        return " ".join(" ".join(p.split()) for p in parts if p)
+            lines += [ln.strip() for ln in str(exc.__cause__).splitlines() if ln.strip()]
+        skip = ("object_type", "reference_type")
+        kept = [f"({ln})" if ln.startswith("full_key:") else ln for ln in lines if not ln.startswith(skip)]
+        return " ".join(kept).split(" Config search path:")[0]
     return None
+
+
+def error_line(exc: BaseException) -> str | None:
+    """The one line for a known error or a Hydra config error; None for anything else (a bug)."""
+    known = _find_known(exc)
+    if known is not None:
+        return one_line(known)
+    compact = _hydra_compact(exc)
+    return f"error: {compact}" if compact else None
 
 
 def _raise_terminated(signum: int, _frame: Any) -> None:
@@ -166,10 +177,10 @@ def one_line_errors(task: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return task(*args, **kwargs)
         except Exception as exc:
-            known = _find_known(exc)
-            if known is None or _full_error() or _multirun():
+            line = error_line(exc)
+            if line is None or _full_error() or _multirun():
                 raise
-            print(one_line(known), file=sys.stderr, flush=True)
+            print(line, file=sys.stderr, flush=True)
             raise SystemExit(USAGE_EXIT) from None
 
     return wrapper
@@ -195,11 +206,7 @@ def run_app(main: Callable[[], Any]) -> None:
     except Exception as exc:
         if full:
             raise
-        known = _find_known(exc)
-        line = one_line(known) if known is not None else None
-        if line is None:
-            compact = _hydra_compact(exc)
-            line = f"error: {compact}" if compact else None
+        line = error_line(exc)
         if line is None:
             raise
         print(line, file=sys.stderr, flush=True)
