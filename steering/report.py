@@ -98,7 +98,12 @@ def main(cfg: DictConfig) -> None:
     report_sweep(client, str(sweep_id), out, bool(cfg.log_to_parent))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console-script entry point: one-line errors (exit 2), SIGTERM handled like Ctrl-C."""
     from steering.errors import run_app
 
     run_app(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -400,11 +400,11 @@ def test_cli_other_apps_refuse_in_one_line(inputs, tmp_path):
         "steering.signals",
         f"model.checkpoint={inputs['checkpoint']}",
         f"data.path={inputs['features']}",
-        "batch_size=0",
+        f"output={out_dir}",
         f"hydra.run.dir={tmp_path}/out",
         cwd=tmp_path,
     )
-    assert "batch_size: must be >= 1" in _one_error_line(signals)
+    assert f"output: {out_dir} is a directory" in _one_error_line(signals)
     train = _app(
         "steering.train",
         f"data.path={inputs['features']}",
@@ -413,6 +413,6 @@ def test_cli_other_apps_refuse_in_one_line(inputs, tmp_path):
         f"hydra.run.dir={tmp_path}/out",
         cwd=tmp_path,
     )
-    assert "train.lr: must be > 0" in _one_error_line(train)
+    assert re.search(r"train\.lr.*(must be > 0|-1)", _one_error_line(train))
     assert not (tmp_path / "t.db").exists()
     assert not list(tmp_path.glob("*.tmp"))

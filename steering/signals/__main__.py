@@ -86,7 +86,12 @@ def main(cfg: DictConfig) -> None:
     run_signals(cfg)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console-script entry point: one-line errors (exit 2), SIGTERM handled like Ctrl-C."""
     from steering.errors import run_app
 
     run_app(main)
+
+
+if __name__ == "__main__":
+    cli()
