@@ -319,13 +319,16 @@ def check_train_options(cfg: Mapping) -> None:
     """``conf/train.yaml``: training hyper-parameters, device, output checkpoint, given files."""
     from steering.training import TrainConfig
 
+    given = cfg["train"]  # keys left out take TrainConfig's defaults
     for option in ("epochs", "batch_size", "eval_batch_size", "forward_passes"):
-        integer(cfg, f"train.{option}", minimum=1)
-    if finite_number(cfg, "train.lr") <= 0:
+        if option in given:
+            integer(cfg, f"train.{option}", minimum=1)
+    if "lr" in given and finite_number(cfg, "train.lr") <= 0:
         raise ConfigError("train.lr", f"must be > 0, got {_select(cfg, 'train.lr')!r}")
-    if finite_number(cfg, "train.weight_decay") < 0:
+    if "weight_decay" in given and finite_number(cfg, "train.weight_decay") < 0:
         raise ConfigError("train.weight_decay", "must be >= 0")
-    check_device(cfg, "train.device")
+    if "device" in given:
+        check_device(cfg, "train.device")
     for key in ("pass_weights", "target_weights"):
         weights = _select(cfg, f"train.{key}", [])
         for i in range(len(weights)):
