@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -172,19 +171,6 @@ def logging_failed(uri: str, directory: Path, exc: BaseException) -> TrackingErr
         f"{uri}: logging failed ({reason}); the results are in {directory}: log them with "
         f"`python -m steering.results {directory}` or rerun with resume=true"
     )
-
-
-def host_alive(pid: str | int | None, host: str | None) -> bool | None:
-    """Whether a process of this host still runs (None when it lives elsewhere or is unknown)."""
-    if not pid or host != socket.gethostname():
-        return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
-        return True
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:

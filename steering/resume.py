@@ -4,14 +4,27 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 
 from mlflow.tracking import MlflowClient
-
-from steering.results import host_alive
 
 log = logging.getLogger(__name__)
 
 DEAD_TAG = "ended_by"
+
+
+def host_alive(pid: str | int | None, host: str | None) -> bool | None:
+    """Whether a process of this host still runs (None when it lives elsewhere or is unknown)."""
+    if not pid or host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
 
 
 def _fail_dead(client: MlflowClient, runs) -> int:

@@ -214,3 +214,29 @@ def test_tracking_server_killed_mid_run_fails_in_bounded_time_and_results_sync_l
     run = client.get_run(json.loads((out / "run.json").read_text())["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.metrics["dr_valence"] == pytest.approx(json.loads((out / "metrics.json").read_text())["dr_valence"])
+
+
+def test_resume_marks_running_runs_of_dead_processes_failed(tmp_path):
+    import socket
+
+    from steering.resume import fail_dead_runs, fail_dead_sweeps
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    exp = client.create_experiment("steering", artifact_location=str(tmp_path / "art"))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = socket.gethostname()
+
+    def running(pid: int, **tags: str) -> str:
+        return client.create_run(exp, tags={"process_id": str(pid), "process_host": host, **tags}).info.run_id
+
+    dead = running(gone.pid, config_hash="abc")
+    alive = running(os.getpid(), config_hash="abc")
+    other = running(gone.pid, config_hash="xyz")
+    assert fail_dead_runs(f"sqlite:///{tmp_path}/m.db", "steering", "abc") == 1
+    status = {r: client.get_run(r).info.status for r in (dead, alive, other)}
+    assert status == {dead: "FAILED", alive: "RUNNING", other: "RUNNING"}
+    parent = running(gone.pid, sweep_role="parent")
+    child = running(gone.pid, **{"mlflow.parentRunId": parent})
+    assert fail_dead_sweeps(client, exp) == 2
+    assert {client.get_run(r).info.status for r in (parent, child)} == {"FAILED"}
