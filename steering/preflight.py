@@ -79,16 +79,25 @@ def _check_sqlite(uri: str, path: Path, timeout: float) -> None:
         raise TrackingError(f"{uri}: {path} is not a usable SQLite store ({exc})") from None
 
 
+#: Answers that still mean "an MLflow server is there" (behind authentication).
+AUTH_CODES = (401, 403)
+
+
 def _check_server(uri: str, timeout: float) -> None:
-    url = uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout):
-            return
-    except urllib.error.HTTPError:
-        return  # it answered (auth or a proxy in front): reachable
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise TrackingError(f"{uri}: tracking server not reachable ({reason})") from None
+    base = uri.rstrip("/")
+    code = None
+    for path in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+        try:
+            with urllib.request.urlopen(base + path, timeout=timeout):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code in AUTH_CODES:
+                return
+            code = exc.code
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(f"{uri}: tracking server not reachable ({reason})") from None
+    raise TrackingError(f"{uri}: does not answer as an MLflow tracking server (HTTP {code})")
 
 
 def _lock_path(path: Path) -> Path:
