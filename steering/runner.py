@@ -16,10 +16,11 @@ from steering.binning import Binning
 from steering.data import FeatureFile, file_hash, split_indices
 from steering.demo import resolve_inputs
 from steering.engine import SteeringSpec, select_connections
-from steering.engine.assign import ORACLE_MODES
+from steering.engine.assign import CATEGORY_SOURCES, ORACLE_MODES
 from steering.evaluation import TARGETS, RunResult, cache_dir, evaluate_configuration
 from steering.hardware import cpu_threads, resolve_device
 from steering.model import Connection, load_model
+from steering.reuse import SweepReuse
 from steering.signals import SignalSet, cached_signals, extract_signals, load_signals, save_signals
 from steering.tracking import config_hash, configure, find_finished, job_run, sweep_parent
 
@@ -70,11 +71,15 @@ def _load_or_extract_signals(
             model, ff, indices, binning, batch_size=cfg.batch_size, device=device, provenance=provenance
         )
 
-    return cached_signals(model_hash, data_hash, f"{cfg.data.split}:{split}", binning, cache_dir(cfg), build)
+    return cached_signals(model_hash, data_hash, indices, binning, cache_dir(cfg), build)
 
 
-def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None) -> RunResult:
-    """Run one configuration end to end and log it as one MLflow run."""
+def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None, reuse: SweepReuse | None = None) -> RunResult:
+    """Run one configuration end to end and log it as one MLflow run.
+
+    ``reuse``: the sweep's :class:`SweepReuse` (created per sweep by the app), so sibling strengths
+    share one forward; ``None`` computes only this run's strength.
+    """
     device = resolve_device(cfg.device)
     binning = Binning.from_mapping(cfg.binning)
     if cfg.model.get("checkpoint") is None and cfg.model.get("arch") is not None:
@@ -83,6 +88,10 @@ def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None) -> RunResult:
         steering_spec(cfg, arch_conns)
     if cfg.forward_passes < 2:
         raise ValueError("forward_passes must be >= 2: steering acts through the feedback of later passes")
+    if str(cfg.category.get("source", "final")) not in CATEGORY_SOURCES:
+        raise ValueError(f"category.source must be one of {CATEGORY_SOURCES}, got {cfg.category.source!r}")
+    if int(cfg.category.get("draws", 1)) < 1:
+        raise ValueError(f"category.draws must be >= 1, got {cfg.category.draws}")
     checkpoint, features = resolve_inputs(cfg)
     model = load_model(checkpoint, device=device)
     spec = steering_spec(cfg, model.connections)
@@ -123,7 +132,7 @@ def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None) -> RunResult:
         )
         with cpu_threads(cfg.get("threads")):
             result = evaluate_configuration(
-                cfg, model, ff, eval_idx, spec, signals, binning, device, model_hash, data_hash, sweep_dir
+                cfg, model, ff, eval_idx, spec, signals, binning, device, model_hash, data_hash, reuse
             )
         mlflow.log_metrics({k: v for k, v in result.metrics.items() if v is not None and math.isfinite(v)})
         _log_artifacts(result, signals)
