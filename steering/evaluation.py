@@ -265,9 +265,7 @@ def evaluate_configuration(
         }
     )
     if mode in MULTI_DRAW_MODES:
-        draw_columns = {
-            f"steered_{t}_draw{k}": steered[t][k] for k in range(len(assignments)) for t in TARGETS
-        }
+        draw_columns = {f"steered_{t}_draw{k}": steered[t][k] for k in range(len(assignments)) for t in TARGETS}
         predictions = pd.concat([predictions, pd.DataFrame(draw_columns)], axis=1)
     log.info("shared work: %s", store.hits)
     return RunResult(metrics, predictions, _draw_mean_per_category(predictions, steered, masks))

@@ -85,7 +85,9 @@ def run_metrics(
             finite = boot[np.isfinite(boot)]
             alpha = (1 - confidence) / 2
             low, high = np.quantile(finite, [alpha, 1 - alpha]) if finite.size else (math.nan, math.nan)
-            metrics.update({f"dr_{t}_ci_low": float(low), f"dr_{t}_ci_high": float(high), f"dr_{t}_p": _bootstrap_p(boot)})
+            metrics.update(
+                {f"dr_{t}_ci_low": float(low), f"dr_{t}_ci_high": float(high), f"dr_{t}_p": _bootstrap_p(boot)}
+            )
         extras = [_extra_metrics(t, y, b, s, m) for s, m in zip(steered[t], masks)]
         for name in extras[0]:
             metrics[name] = float(np.mean([e[name] for e in extras if name in e]))

@@ -56,7 +56,14 @@ def _job_predictions(uri, sweep_dir, tmp) -> dict[tuple[str, ...], pd.DataFrame]
     [
         ["method=bypass,direct", "priming=false,true", "alpha=0.5,1", "strength=1,2"],
         ["category=oracle,shuffled,random,predicted", "layer=conv3,conv4", "strength=1,2"],
-        ["pathway=valence,dual", "binning=9bin,25bin", "signals.split=train,all", "strength=1,2"],
+        [
+            "method=bypass",
+            "pathway=valence,dual",
+            "layer=all",
+            "binning=9bin,25bin",
+            "signals.split=train,all",
+            "strength=1,2",
+        ],
     ],
     ids=["priming-alpha-method", "category-layer", "pathway-binning-signals"],
 )
@@ -97,8 +104,18 @@ def test_reuse_key_covers_every_field_but_strength():
         base = compose(config_name="run", overrides=[*PLACES])
         variants = [
             compose(config_name="run", overrides=[*PLACES, o])
-            for o in ("priming=true", "alpha=0.5", "method=bypass", "category=shuffled", "layer=conv3",
-                      "pathway=dual", "binning=25bin", "signals.split=val", "seed=1", "data.train_fraction=0.6")
+            for o in (
+                "priming=true",
+                "alpha=0.5",
+                "method=bypass",
+                "category=shuffled",
+                "layer=conv3",
+                "pathway=dual",
+                "binning=25bin",
+                "signals.split=val",
+                "seed=1",
+                "data.train_fraction=0.6",
+            )
         ]
         other_strength = compose(config_name="run", overrides=[*PLACES, "strength=3"])
         other_cache = compose(config_name="run", overrides=[*PLACES, "cache.dir=/elsewhere", "threads=1"])

@@ -289,7 +289,10 @@ def test_cache_key_is_the_exact_indices_not_the_split_name(bin9):
 
 
 def test_grand_mean_is_unweighted_with_a_warning_when_counts_are_missing(caplog):
-    vecs = {"a_x": {"valence": np.full(128, 1.0), "arousal": np.zeros(128)}, "b_y": {"valence": np.full(128, 3.0), "arousal": np.zeros(128)}}
+    vecs = {
+        "a_x": {"valence": np.full(128, 1.0), "arousal": np.zeros(128)},
+        "b_y": {"valence": np.full(128, 3.0), "arousal": np.zeros(128)},
+    }
     weighted = SignalSet("9bin", vecs, {"a_x": 3, "b_y": 1})
     np.testing.assert_allclose(weighted.grand_mean("valence"), 1.5)
     with caplog.at_level("WARNING"):
