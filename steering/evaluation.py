@@ -10,9 +10,9 @@ explicit :class:`~steering.reuse.SweepReuse` keyed on the whole configuration ex
 from __future__ import annotations
 
 import hashlib
-import warnings
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,12 +170,10 @@ def test_mean_control_without_samples_count_is_unweighted_not_nan(assets, tmp_pa
 
     client = mlflow.tracking.MlflowClient(f"sqlite:///{assets['tmp']}/mlflow.db")
     path = client.download_artifacts(first.run_id, "signals_9bin.json", str(tmp_path))
-    raw = json.loads(open(path).read())
-    vectors = []
-    for key, entry in raw.items():
+    raw = json.loads(Path(path).read_text())
+    for entry in raw.values():
         if isinstance(entry, dict) and "valence_128d" in entry:
             entry.pop("samples_count", None)
-            vectors.append(np.asarray(entry["valence_128d"]))
     stripped = tmp_path / "no_counts.json"
     stripped.write_text(json.dumps({k: v for k, v in raw.items() if k != "metadata"}))
     with caplog.at_level(logging.WARNING):
