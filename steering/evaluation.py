@@ -26,7 +26,7 @@ from tqdm import tqdm
 from steering.binning import Binning
 from steering.data import FeatureFile, indices_hash
 from steering.engine import SteeringSpec, steer_direct
-from steering.engine.assign import MULTI_DRAW_MODES, Assignment, assign_draws
+from steering.engine.assign import MULTI_DRAW_MODES, Assignment, GaussianReference, assign_draws
 from steering.engine.chunked import plan_chunks, shared_bytes_per_clip, shared_chunk, steer_chunk
 from steering.engine.core import TARGETS, SharedPass
 from steering.engine.store import SharedPassStore, shared_key
@@ -189,7 +189,7 @@ def evaluate_configuration(
             train_fraction=float(cfg.data.train_fraction),
             exclude=eval_idx,
         )
-        reference = reference_activations(
+        acts = reference_activations(
             model,
             ff,
             ref_idx,
@@ -199,6 +199,7 @@ def evaluate_configuration(
             device=device,
             cache_dir=cache_dir(cfg),
         )
+        reference = GaussianReference.from_activations(acts)
     assignments = assign_draws(
         mode,
         draws=int(cfg.category.get("draws", 1)),
@@ -206,7 +207,7 @@ def evaluate_configuration(
         table=signals.vectors,
         true_categories=true_cats,
         predicted_categories=predicted_categories(cfg, binning, first, base) if mode == "predicted" else true_cats,
-        reference_activations=reference,
+        reference=reference,
         grand_mean={p: signals.grand_mean(p) for p in PATHWAYS} if mode == "mean" else None,
         fixed_target=binning.canonical(cfg.category.target) if cfg.category.get("target") else None,
     )

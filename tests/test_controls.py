@@ -12,7 +12,7 @@ import pytest
 
 from steering.binning import Binning
 from steering.data import FeatureFile, split_indices
-from steering.engine.assign import assign_draws, assign_signals, shuffled_labels
+from steering.engine.assign import GaussianReference, assign_draws, assign_signals, shuffled_labels
 from steering.evaluation import _warn_dominant
 from steering.metrics import pearson
 from steering.runner import evaluate
@@ -99,7 +99,12 @@ def test_random_vectors_follow_the_reference_and_are_non_negative():
     table = {"a": {"valence": np.ones(128), "arousal": np.ones(128)}}
     cats = np.array(["a"] * 500, dtype=object)
     one = assign_signals(
-        "random", table=table, true_categories=cats, predicted_categories=cats, reference_activations=ref, seed=3
+        "random",
+        table=table,
+        true_categories=cats,
+        predicted_categories=cats,
+        reference=GaussianReference.from_activations(ref),
+        seed=3,
     )
     for p in ("valence", "arousal"):
         assert (one.vectors[p] >= 0).all() and (one.vectors[p] == 0).mean() > 0.2
@@ -112,7 +117,7 @@ def test_random_vectors_follow_the_reference_and_are_non_negative():
         table=table,
         true_categories=cats,
         predicted_categories=cats,
-        reference_activations=ref,
+        reference=GaussianReference.from_activations(ref),
     )
     assert len(draws) == 3 and not np.array_equal(draws[0].vectors["valence"], draws[1].vectors["valence"])
     again = assign_draws(
@@ -122,7 +127,7 @@ def test_random_vectors_follow_the_reference_and_are_non_negative():
         table=table,
         true_categories=cats,
         predicted_categories=cats,
-        reference_activations=ref,
+        reference=GaussianReference.from_activations(ref),
     )
     np.testing.assert_array_equal(again[2].vectors["valence"], draws[2].vectors["valence"])  # draw k is stable
 

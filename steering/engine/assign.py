@@ -83,16 +83,36 @@ def shuffled_labels(true_categories: np.ndarray, covered: np.ndarray, rng: np.ra
     return labels
 
 
-def _gaussian_draw(reference: Mapping[str, np.ndarray], n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """``n`` vectors per pathway from N(mean, cov) of ``reference``, clipped at 0 like the ReLU activations."""
-    vectors = {}
-    for p in PATHWAYS:
-        acts = np.asarray(reference[p], dtype=np.float64)
-        if len(acts) < 2:
-            raise ValueError("the random control needs the activations of at least two reference samples")
-        draw = rng.multivariate_normal(acts.mean(axis=0), np.cov(acts, rowvar=False), size=n, method="eigh")
-        vectors[p] = np.maximum(draw, 0.0).astype(np.float32)
-    return vectors
+@dataclass(frozen=True)
+class GaussianReference:
+    """N(mean, cov) of reference pass-1 activations per pathway, factored once for many draws.
+
+    Draws are clipped at 0: real 128-d activations are ReLU outputs (>= 0). Clipping keeps exact
+    zeros where units are silent and raises the mean of dimensions near 0 (a rectified Gaussian).
+    """
+
+    mean: dict[str, np.ndarray]  # pathway -> (D,)
+    factor: dict[str, np.ndarray]  # pathway -> (D, D) with factor @ factor.T = cov
+
+    @classmethod
+    def from_activations(cls, activations: Mapping[str, np.ndarray]) -> GaussianReference:
+        mean, factor = {}, {}
+        for p in PATHWAYS:
+            acts = np.asarray(activations[p], dtype=np.float64)
+            if len(acts) < 2:
+                raise ValueError("the random control needs the activations of at least two reference samples")
+            values, vectors = np.linalg.eigh(np.cov(acts, rowvar=False))
+            mean[p] = acts.mean(axis=0)
+            factor[p] = vectors * np.sqrt(np.clip(values, 0.0, None))
+        return cls(mean, factor)
+
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """``n`` clipped draws per pathway, float32."""
+        out = {}
+        for p in PATHWAYS:
+            z = rng.standard_normal((n, len(self.mean[p])))
+            out[p] = np.maximum(z @ self.factor[p].T + self.mean[p], 0.0).astype(np.float32)
+        return out
 
 
 def assign_signals(
@@ -101,7 +121,7 @@ def assign_signals(
     table: Mapping[str, Mapping[str, np.ndarray]],
     true_categories: np.ndarray,
     predicted_categories: np.ndarray,
-    reference_activations: Mapping[str, np.ndarray] | None = None,
+    reference: GaussianReference | None = None,
     grand_mean: Mapping[str, np.ndarray] | None = None,
     fixed_target: str | None = None,
     seed: int | np.random.SeedSequence = 0,
@@ -109,9 +129,9 @@ def assign_signals(
     """Choose each sample's signal (one draw).
 
     ``table``: category -> pathway -> (128,) signal. ``true_categories``/``predicted_categories``:
-    (N,) names from the ratings and from the model's predictions. ``reference_activations``:
-    pathway -> (M, 128) pass-1 activations of the samples the signals come from, never the
-    evaluated ones (``random`` draws from a Gaussian with their mean and covariance, clipped at 0).
+    (N,) names from the ratings and from the model's predictions. ``reference``: the Gaussian of
+    the pass-1 activations of the samples the signals come from, never the evaluated ones
+    (``random`` draws from it, clipped at 0).
     ``grand_mean``: pathway -> (128,) mean signal (``mean``; see ``SignalSet.grand_mean``).
     """
     if mode not in CATEGORY_MODES:
@@ -135,9 +155,9 @@ def assign_signals(
         covered = np.array([c in table for c in own], dtype=bool)
         return _from_labels(shuffled_labels(own, covered, rng), table, oracle=True)
     if mode == "random":
-        if reference_activations is None:
+        if reference is None:
             raise ValueError("the random control needs reference activations")
-        vectors = _gaussian_draw(reference_activations, n, rng)
+        vectors = reference.sample(n, rng)
     else:  # mean
         if grand_mean is None:
             raise ValueError("the mean control needs the grand mean signal")
