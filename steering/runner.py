@@ -43,6 +43,8 @@ def run_name(cfg: DictConfig) -> str:
     if float(cfg.alpha) != 1.0:
         parts.append(f"a{cfg.alpha:g}")
     category = cfg.category.name + (f":{cfg.category.target}" if cfg.category.name == "fixed" else "")
+    if cfg.category.name == "predicted" and cfg.category.get("source", "final") != "final":
+        category += f":{cfg.category.source}"
     parts.append(category)
     if cfg.priming:
         parts.append("primed")
