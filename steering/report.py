@@ -16,7 +16,10 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from steering.sweep import confirmation as conf
 from steering.sweep import table as tbl
+from steering.sweep.analysis import write_analyses
+from steering.sweep.contrasts import bootstrap_settings
 
 log = logging.getLogger("steering.report")
 
@@ -29,7 +32,15 @@ def sweep_table(client: MlflowClient, sweep_id: str) -> tuple[tbl.SweepRuns, pd.
 def report_sweep(client: MlflowClient, sweep_id: str, out: Path, log_to_parent: bool = False) -> pd.DataFrame:
     """Write comparison.csv/.md (and the strength figure) for one sweep into ``out/<sweep_id>``."""
     runs, table = sweep_table(client, sweep_id)
-    paths = tbl.write_outputs(table, sweep_id, out / sweep_id)
+    finished = [r for r in runs.children if r.info.status == "FINISHED"]
+    bootstrap = bootstrap_settings(finished[0].data.params if finished else {})
+    analyses = write_analyses(client, table, out / sweep_id, bootstrap)
+    notes = conf.selection_notes(runs.children, len(table))
+    paths = tbl.write_outputs(table, sweep_id, out / sweep_id, notes, analyses.sections) + analyses.paths
+    confirmation = conf.rebuild_confirmation(runs.children, table, runs.varied)
+    if confirmation is not None:
+        confirmation.to_csv(out / sweep_id / "confirmation.csv", index=False)
+        paths.append(out / sweep_id / "confirmation.csv")
     if log_to_parent and runs.parent is not None:
         for path in paths:
             client.log_artifact(runs.parent.info.run_id, str(path), "report")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow
@@ -76,8 +77,13 @@ def _load_or_extract_signals(
     return cached_signals(model_hash, data_hash, indices, binning, cache_dir(cfg), build)
 
 
-def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None, reuse: SweepReuse | None = None) -> RunResult:
-    """Run one configuration end to end and log it as one MLflow run.
+def evaluate(
+    cfg: DictConfig,
+    sweep_dir: str | Path | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+    reuse: SweepReuse | None = None,
+) -> RunResult:
+    """Run one configuration end to end and log it as one MLflow run (with ``extra_tags``, e.g. a sweep role).
 
     ``reuse``: the sweep's :class:`SweepReuse` (created per sweep by the app), so sibling strengths
     share one forward; ``None`` computes only this run's strength.
@@ -108,6 +114,7 @@ def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None, reuse: SweepR
     }
     digest = config_hash(cfg, model_hash, data_hash)
     tags["config_hash"] = digest
+    tags.update(extra_tags or {})
     if cfg.get("resume"):
         previous = _previous_result(cfg, digest)
         if previous is not None:

@@ -17,6 +17,8 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from steering.sweep import multiplicity
+
 log = logging.getLogger(__name__)
 
 TARGETS = ("valence", "arousal")
@@ -125,6 +127,7 @@ def choice_value(run: Run, key: str) -> str | None:
 
 def comparison_table(runs: Sequence[Run], varied: Sequence[str] = ()) -> pd.DataFrame:
     """One row per job run: the choices that vary, Δr with interval and p per target, coverage, oracle, status."""
+    runs = [r for r in runs if r.data.tags.get(TAG_ROLE) != "confirmation"]  # not a row: see confirmation.py
     choice_keys = [k.lstrip("+~") for k in varied]
     for key in CORE_CHOICES:
         values = {v for r in runs if (v := choice_value(r, key)) is not None}
@@ -148,7 +151,7 @@ def comparison_table(runs: Sequence[Run], varied: Sequence[str] = ()) -> pd.Data
     table = pd.DataFrame(rows, columns=columns)
     if "strength" in table and table["strength"].notna().any():
         table["strength"] = pd.to_numeric(table["strength"], errors="coerce")
-    return table
+    return multiplicity.add_adjusted_columns(table)
 
 
 def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
@@ -168,8 +171,9 @@ def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
-def describe(table: pd.DataFrame, sweep_id: str) -> str:
-    """Markdown document: a heading, the oracle note and the table (without run ids)."""
+def describe(table: pd.DataFrame, sweep_id: str, notes: Sequence[str] = (), sections: Sequence[str] = ()) -> str:
+    """Markdown document: a heading, the oracle and selection notes, the table (without run ids), the
+    multiplicity section and any further ``sections`` (lines: contrasts, steerability)."""
     shown = table.drop(columns=[c for c in ("run_id", "error") if c in table and not table[c].astype(bool).any()])
     shown = shown.drop(columns=["run_id"], errors="ignore")
     lines = [f"# Sweep {sweep_id}", ""]
@@ -179,7 +183,9 @@ def describe(table: pd.DataFrame, sweep_id: str) -> str:
     lines.append("Every row is one run: one strength for both targets.")
     if (table.get("oracle") == "true").any():
         lines.append("Rows with oracle = true chose signals from the evaluated samples' own ratings.")
-    lines += ["", to_markdown(shown)]
+    lines += [*notes, "", to_markdown(shown), *multiplicity.describe_family(table), ""]
+    if sections:
+        lines += [*sections, ""]
     return "\n".join(lines)
 
 
@@ -194,6 +200,7 @@ def strength_figure(table: pd.DataFrame, path: str | Path) -> Path | None:
 
     data = table[table["status"] == "FINISHED"].dropna(subset=["strength"])
     fixed = {"job", "run_name", "strength", "oracle", "status", "error", "run_id", "coverage", *METRIC_COLUMNS}
+    fixed |= set(multiplicity.ADJUSTED_COLUMNS)
     group_keys = [c for c in data.columns if c not in fixed and data[c].nunique(dropna=False) > 1]
     fig, axes = plt.subplots(1, len(TARGETS), figsize=(11, 4.2), sharex=True)
     groups = data.groupby(group_keys, dropna=False) if group_keys else [((), data)]
@@ -222,12 +229,14 @@ def strength_figure(table: pd.DataFrame, path: str | Path) -> Path | None:
     return path
 
 
-def write_outputs(table: pd.DataFrame, sweep_id: str, out_dir: str | Path) -> list[Path]:
+def write_outputs(
+    table: pd.DataFrame, sweep_id: str, out_dir: str | Path, notes: Sequence[str] = (), sections: Sequence[str] = ()
+) -> list[Path]:
     """comparison.csv, comparison.md and (when strength varies) strength_response.png in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "comparison.csv", index=False)
-    (out / "comparison.md").write_text(describe(table, sweep_id))
+    (out / "comparison.md").write_text(describe(table, sweep_id, notes, sections))
     paths = [out / "comparison.csv", out / "comparison.md"]
     figure = strength_figure(table, out / "strength_response.png")
     if figure is not None:
@@ -238,6 +247,7 @@ def write_outputs(table: pd.DataFrame, sweep_id: str, out_dir: str | Path) -> li
 def compare_sweeps(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     """Δr of sweep B minus sweep A for configurations present in both (matched on their shared choices)."""
     meta = {"job", "run_name", "oracle", "status", "error", "run_id", "coverage", *METRIC_COLUMNS}
+    meta |= set(multiplicity.ADJUSTED_COLUMNS)
     keys = [c for c in a.columns if c in b.columns and c not in meta]
     if not keys:
         keys = ["run_name"]
