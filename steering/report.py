@@ -10,27 +10,38 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import pandas as pd
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from steering.sweep import confirmation as conf
-from steering.sweep import table as tbl
-from steering.sweep.analysis import write_analyses
-from steering.sweep.contrasts import bootstrap_settings
+from steering.config import config_dir
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from steering.sweep import table as tbl
+
+# pandas, MLflow and the sweep modules load inside the functions, after composition: --help stays fast.
 
 log = logging.getLogger("steering.report")
 
 
 def sweep_table(client: MlflowClient, sweep_id: str) -> tuple[tbl.SweepRuns, pd.DataFrame]:
+    from steering.sweep import table as tbl
+
     runs = tbl.find_sweep(client, sweep_id)
     return runs, tbl.comparison_table(runs.children, runs.varied)
 
 
 def report_sweep(client: MlflowClient, sweep_id: str, out: Path, log_to_parent: bool = False) -> pd.DataFrame:
     """Write comparison.csv/.md (and the strength figure) for one sweep into ``out/<sweep_id>``."""
+    from steering.sweep import confirmation as conf
+    from steering.sweep import table as tbl
+    from steering.sweep.analysis import write_analyses
+    from steering.sweep.contrasts import bootstrap_settings
+
     runs, table = sweep_table(client, sweep_id)
     finished = [r for r in runs.children if r.info.status == "FINISHED"]
     bootstrap = bootstrap_settings(finished[0].data.params if finished else {})
@@ -51,6 +62,8 @@ def report_sweep(client: MlflowClient, sweep_id: str, out: Path, log_to_parent: 
 
 def report_compare(client: MlflowClient, first: str, second: str, out: Path) -> pd.DataFrame:
     """Δr differences (second minus first) for configurations that both sweeps ran."""
+    from steering.sweep import table as tbl
+
     _, a = sweep_table(client, first)
     _, b = sweep_table(client, second)
     diff = tbl.compare_sweeps(a, b)
@@ -64,8 +77,12 @@ def report_compare(client: MlflowClient, first: str, second: str, out: Path) -> 
     return diff
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="report")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="report")
 def main(cfg: DictConfig) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from steering.sweep import table as tbl
+
     client = MlflowClient(str(cfg.tracking.uri))
     out = Path(cfg.out)
     if cfg.compare:

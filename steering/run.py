@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from steering.reuse import SweepReuse
-from steering.runner import evaluate, summary
+from steering.config import config_dir
+
+if TYPE_CHECKING:
+    from steering.reuse import SweepReuse
 
 log = logging.getLogger("steering.run")
 
@@ -22,6 +25,8 @@ _current_sweep: dict[str, tuple[tuple, SweepReuse]] = {}
 
 def sweep_reuse(sweep_dir: str | Path | None) -> SweepReuse | None:
     """The reuse object of the sweep in ``sweep_dir`` (created on its first job), or None outside sweeps."""
+    from steering.reuse import SweepReuse
+
     if sweep_dir is None:
         _current_sweep.clear()
         return None
@@ -34,8 +39,10 @@ def sweep_reuse(sweep_dir: str | Path | None) -> SweepReuse | None:
     return held[1]
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="run")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="run")
 def main(cfg: DictConfig) -> float:
+    from steering.runner import evaluate, summary  # torch and MLflow load after composition
+
     hydra_cfg = HydraConfig.get()
     sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
     result = evaluate(cfg, sweep_dir=sweep_dir, reuse=sweep_reuse(sweep_dir))

@@ -15,11 +15,11 @@ from omegaconf import DictConfig
 
 from steering.binning import Binning
 from steering.data import FeatureFile, file_hash, split_indices
-from steering.demo import resolve_inputs
 from steering.engine import SteeringSpec, select_connections
 from steering.engine.assign import CATEGORY_SOURCES, ORACLE_MODES
 from steering.evaluation import TARGETS, RunResult, cache_dir, evaluate_configuration
 from steering.hardware import cpu_threads, resolve_device
+from steering.inputs import resolve_inputs
 from steering.model import Connection, load_model
 from steering.reuse import SweepReuse
 from steering.signals import SignalSet, cached_signals, extract_signals, load_signals, save_signals

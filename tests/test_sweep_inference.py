@@ -118,9 +118,9 @@ def test_strength_sweep_selects_on_val_and_confirms_the_best_row_once_on_test(as
     )
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     pd.testing.assert_frame_equal(pd.read_csv(out / info["sweep_id"] / "comparison.csv"), table)
-    pd.testing.assert_frame_equal(
-        pd.read_csv(out / info["sweep_id"] / "confirmation.csv"), pd.read_csv(sweep_dir / "confirmation.csv")
-    )
+    for name in ("confirmation.csv", "steerability.csv", "steerability_summary.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(out / info["sweep_id"] / name), pd.read_csv(sweep_dir / name))
+    assert (out / info["sweep_id"] / "comparison.md").read_text() == text
 
 
 def test_controls_sweep_gets_contrasts_equal_to_the_difference_of_delta_r(assets):

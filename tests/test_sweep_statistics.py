@@ -279,3 +279,34 @@ def test_choice_maximises_the_criterion_among_finished_rows():
     assert conf.choose(table, "dr_valence")["run_id"] == "a"
     assert conf.choose(table, "dr_arousal")["run_id"] == "e"
     assert conf.choose(table.assign(status="FAILED"), "mean_dr") is None
+
+
+def test_steerability_groups_by_the_other_varied_choices():
+    strengths = [0.0, 2.0]
+    y, base = np.array([1.0, -1.0]), np.zeros(2)
+    rows, frames = [], {}
+    for method, gain in (("bypass", 1.0), ("direct", -1.0)):
+        for alpha in (0.5, 1.0):
+            for s in strengths:
+                run_id = f"{method}-{alpha}-{s}"
+                k = gain * alpha * np.array([0.1, -0.1])  # bypass moves both clips towards, direct away
+                frames[run_id] = pd.DataFrame(
+                    {
+                        "audio_name": ["a", "b"],
+                        "valence": y,
+                        "arousal": y,
+                        "base_valence": base,
+                        "base_arousal": base,
+                        "steered_valence": base + s * k,
+                        "steered_arousal": base + s * k,
+                        "steered": True,
+                    }
+                )
+                rows.append({"method": method, "alpha": alpha, "strength": s, "status": "FINISHED", "run_id": run_id})
+    table = pd.DataFrame(rows).assign(dr_valence=0.0)
+    summary = steer.summarise(steer.steerability_table(table, frames.__getitem__))
+    assert list(summary.columns[:3]) == ["method", "alpha", "target"] and len(summary) == 8
+    wrong = summary[summary["target"] == "valence"].set_index(["method", "alpha"])["share_wrong_way"]
+    assert wrong.to_dict() == {("bypass", 0.5): 0.0, ("bypass", 1.0): 0.0, ("direct", 0.5): 1.0, ("direct", 1.0): 1.0}
+    text = "\n".join(steer.describe_steerability(summary))
+    assert "method=direct, alpha=0.5: valence: 100.0% wrong way" in text
