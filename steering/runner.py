@@ -194,7 +194,10 @@ def summary(cfg: DictConfig, result: RunResult) -> str:
             f"  {t:8s} r {m[f'r_base_{t}']:.4f} -> {m[f'r_steered_{t}']:.4f}   "
             f"dr {m[f'dr_{t}']:+.4f} [{m[f'dr_{t}_ci_low']:+.4f}, {m[f'dr_{t}_ci_high']:+.4f}]  "
             f"p={m[f'dr_{t}_p']:.3g}"
+            + (f"   over {int(m['draws'])} draws: sd {m[f'dr_{t}_draws_sd']:.4f}" if f"dr_{t}_draws_sd" in m else "")
         )
+    if "category_accuracy" in m and cfg.category.name not in ("random", "mean"):
+        lines.append(f"  {m['category_accuracy']:.1%} of the clips get the signal of their own category")
     lines.append(f"  own feedback moves predictions by {m['feedback_effect']:.4f} on average")
     if result.tags.get("oracle") == "true":
         lines.append("  oracle: signals chosen from the evaluated samples' own ratings")
