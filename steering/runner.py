@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from steering.binning import Binning
 from steering.data import FeatureFile, file_hash, split_indices
 from steering.engine import SteeringSpec, select_connections
-from steering.engine.assign import ORACLE_MODES
+from steering.engine.assign import CATEGORY_SOURCES, ORACLE_MODES
+from steering.errors import ConfigError
 from steering.evaluation import TARGETS, RunResult, cache_dir, evaluate_configuration
 from steering.hardware import cpu_threads, resolve_device
 from steering.inputs import resolve_inputs
@@ -23,6 +24,7 @@ from steering.model import Connection, load_model
 from steering.preflight import check_tracking
 from steering.results import artifact_files, logging_failed, mark_logged, record_pending, sync_pending, write_results
 from steering.resume import fail_dead_runs
+from steering.reuse import SweepReuse
 from steering.signals import SignalSet, cached_signals, extract_signals, load_signals, save_signals
 from steering.tracking import config_hash, configure, find_finished, job_run, sweep_parent
 from steering.validation import (
@@ -52,6 +54,8 @@ def run_name(cfg: DictConfig) -> str:
     if float(cfg.alpha) != 1.0:
         parts.append(f"a{cfg.alpha:g}")
     category = cfg.category.name + (f":{cfg.category.target}" if cfg.category.name == "fixed" else "")
+    if cfg.category.name == "predicted" and cfg.category.get("source", "final") != "final":
+        category += f":{cfg.category.source}"
     parts.append(category)
     if cfg.priming:
         parts.append("primed")
@@ -80,7 +84,7 @@ def _load_or_extract_signals(
             model, ff, indices, binning, batch_size=cfg.batch_size, device=device, provenance=provenance
         )
 
-    return cached_signals(model_hash, data_hash, f"{cfg.data.split}:{split}", binning, cache_dir(cfg), build)
+    return cached_signals(model_hash, data_hash, indices, binning, cache_dir(cfg), build)
 
 
 def tracking_uri(cfg: DictConfig, sweep_dir: str | Path | None) -> str:
@@ -99,11 +103,16 @@ def evaluate(
     cfg: DictConfig,
     sweep_dir: str | Path | None = None,
     extra_tags: Mapping[str, str] | None = None,
+    reuse: SweepReuse | None = None,
     results_dir: str | Path | None = None,
 ) -> RunResult:
     """Run one configuration end to end: results to ``results_dir`` (default: Hydra's output
     directory) first, then to one MLflow run (with ``extra_tags``, e.g. a sweep role). Options,
-    files and the tracking store are checked before any work."""
+    files and the tracking store are checked before any work.
+
+    ``reuse``: the sweep's :class:`SweepReuse` (created per sweep by the app), so sibling strengths
+    share one forward; ``None`` computes only this run's strength.
+    """
     check_run_options(cfg)
     check_input_paths(cfg)
     check_tracking(tracking_uri(cfg, sweep_dir))
@@ -113,6 +122,10 @@ def evaluate(
         # Validate the choice against the demo architecture before building anything.
         arch_conns = tuple(Connection.parse(c) for c in cfg.model.arch.connections)
         steering_spec(cfg, arch_conns)
+    if str(cfg.category.get("source", "final")) not in CATEGORY_SOURCES:
+        raise ConfigError("category.source", f"must be one of {CATEGORY_SOURCES}, got {cfg.category.source!r}")
+    if int(cfg.category.get("draws", 1)) < 1:
+        raise ConfigError("category.draws", f"must be >= 1, got {cfg.category.draws}")
     trust = bool(cfg.model.get("trust_pickle", False))
     # A given checkpoint is checked before a missing feature file makes the demo build.
     model = load_model(cfg.model.checkpoint, device=device, trust_pickle=trust) if cfg.model.get("checkpoint") else None
@@ -160,7 +173,7 @@ def evaluate(
         )
         with cpu_threads(cfg.get("threads")):
             result = evaluate_configuration(
-                cfg, model, ff, eval_idx, spec, signals, binning, device, model_hash, data_hash, sweep_dir
+                cfg, model, ff, eval_idx, spec, signals, binning, device, model_hash, data_hash, reuse
             )
         result.run_id, result.experiment_id = run.info.run_id, run.info.experiment_id
         result.tags = {**tags, "signals_leakage": str(leak).lower()}
@@ -257,7 +270,10 @@ def summary(cfg: DictConfig, result: RunResult) -> str:
             f"  {t:8s} r {m[f'r_base_{t}']:.4f} -> {m[f'r_steered_{t}']:.4f}   "
             f"dr {m[f'dr_{t}']:+.4f} [{m[f'dr_{t}_ci_low']:+.4f}, {m[f'dr_{t}_ci_high']:+.4f}]  "
             f"p={m[f'dr_{t}_p']:.3g}"
+            + (f"   over {int(m['draws'])} draws: sd {m[f'dr_{t}_draws_sd']:.4f}" if f"dr_{t}_draws_sd" in m else "")
         )
+    if "category_accuracy" in m and cfg.category.name not in ("random", "mean"):
+        lines.append(f"  {m['category_accuracy']:.1%} of the clips get the signal of their own category")
     lines.append(f"  own feedback moves predictions by {m['feedback_effect']:.4f} on average")
     if result.tags.get("oracle") == "true":
         lines.append("  oracle: signals chosen from the evaluated samples' own ratings")
