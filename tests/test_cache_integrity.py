@@ -70,14 +70,14 @@ def test_altered_cached_signals_are_rebuilt(tmp_path, caplog):
         builds.append(1)
         return _signal_set(0.5)
 
-    cached_signals("m", "d", "threeway:train", binning, tmp_path, build)
-    cached_signals("m", "d", "threeway:train", binning, tmp_path, build)
+    cached_signals("m", "d", [0, 1, 2], binning, tmp_path, build)
+    cached_signals("m", "d", [0, 1, 2], binning, tmp_path, build)
     assert len(builds) == 1
     (path,) = tmp_path.glob("signals_9bin_*.json")
     raw = json.loads(path.read_text())
     raw["positive_moderate"]["valence_128d"][0] = 7.0  # still a valid file, but not what was computed
     path.write_text(json.dumps(raw))
-    signals = cached_signals("m", "d", "threeway:train", binning, tmp_path, build)
+    signals = cached_signals("m", "d", [0, 1, 2], binning, tmp_path, build)
     assert len(builds) == 2 and "recorded fingerprint" in caplog.text
     assert signals.vectors["positive_moderate"]["valence"][0] == 0.5
 
