@@ -54,6 +54,9 @@ def configure(uri: str, experiment: str) -> str:
     """Point MLflow at ``uri``, create ``experiment`` if needed; returns the experiment id."""
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    from steering.logs import route_mlflow_logging
+
+    route_mlflow_logging()  # MLflow's messages in Hydra's format (and the job's log file)
     mlflow.set_tracking_uri(uri)
     exp = mlflow.set_experiment(experiment)
     return exp.experiment_id
@@ -101,6 +104,23 @@ def hydra_job_tags() -> dict[str, str]:
         return {}
     hydra_cfg = HydraConfig.get()
     return {"sweep_job_num": str(hydra_cfg.job.num), "sweep_overrides": json.dumps(list(hydra_cfg.overrides.task))}
+
+
+def sweep_choices(sweep_dir: str | Path | None) -> dict[str, str]:
+    """In a sweep: this job's values of the keys the sweep varies, as typed (``{"method": "bypass"}``)."""
+    parent = sweep_parent(sweep_dir)
+    if not parent or not parent.get("varied"):
+        return {}
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    values = {}
+    for item in HydraConfig.get().overrides.task:
+        key, sep, value = str(item).partition("=")
+        if sep:
+            values[key.lstrip("+~")] = value
+    return {k: values[k.lstrip("+~")] for k in parent["varied"] if k.lstrip("+~") in values}
 
 
 @contextlib.contextmanager

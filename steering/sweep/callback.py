@@ -22,7 +22,9 @@ import atexit
 import json
 import logging
 import os
+import shutil
 import socket
+import sys
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -37,7 +39,11 @@ from hydra.experimental.callback import Callback  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from steering import ui_links  # noqa: E402
+from steering.logs import route_mlflow_logging  # noqa: E402
+from steering.sweep import formats  # noqa: E402
 from steering.sweep import table as tbl  # noqa: E402
+from steering.sweep.parent import annotate_parent  # noqa: E402
 from steering.sweep.server import LocalServer, start_server  # noqa: E402
 from steering.tracking import PARENT_FILE, configure, sweep_parent  # noqa: E402
 
@@ -64,6 +70,17 @@ def _launcher_name(config: DictConfig) -> str:
     return str(OmegaConf.select(config, "hydra.launcher._target_") or "").lower()
 
 
+def check_launcher(config: DictConfig) -> None:
+    """Stop before any work (no server, no parent run) when the launcher's scheduler is not there."""
+    if "slurmlauncher" in _launcher_name(config).replace("_", "") and shutil.which("sbatch") is None:
+        print(
+            "steering.run: hydra/launcher=slurm needs SLURM, but `sbatch` is not on PATH; "
+            "on one machine try hydra/launcher=submitit_local (docs/sweeps.md)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
 class MlflowSweepCallback(Callback):
     """See the module docstring. ``server``: ``auto`` (parallel launchers only), ``always`` or ``never``."""
 
@@ -83,6 +100,8 @@ class MlflowSweepCallback(Callback):
 
     # -- sweep start -------------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_launcher(config)
+        route_mlflow_logging()
         if not HydraConfig.initialized():
             HydraConfig.instance().set_config(config)
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -115,11 +134,13 @@ class MlflowSweepCallback(Callback):
             "experiment_id": experiment_id,
             "experiment": experiment,
             "varied": varied,
+            "preset": str(preset) if preset else None,
         }
         (sweep_dir / PARENT_FILE).write_text(json.dumps(info, indent=2))
         _ACTIVE.update(info=info, sweep_dir=sweep_dir, server=server, done=False)
         atexit.register(_finish_at_exit)
-        log.info("sweep %s: parent run %s, jobs log to %s", sweep_id, parent.info.run_id, info["tracking_uri"])
+        via = f" (jobs log through the temporary server {server.uri})" if server else ""
+        log.info("sweep %s: parent run %s in %s%s", sweep_id, parent.info.run_id, backend_uri, via)
 
     def _maybe_start_server(self, config: DictConfig, backend_uri: str, sweep_dir: Path) -> LocalServer | None:
         launcher = _launcher_name(config)
@@ -199,14 +220,25 @@ def finish_sweep() -> Path | None:
     try:
         runs = tbl.find_sweep(client, info["sweep_id"], [info["experiment_id"]])
         table = tbl.comparison_table(runs.children, info["varied"])
-        paths = tbl.write_outputs(table, info["sweep_id"], sweep_dir)
+        fixed = tbl.fixed_choices(runs.children)
+        paths = tbl.write_outputs(
+            table, info["sweep_id"], sweep_dir, preset=info.get("preset"), varied=info["varied"], fixed=fixed
+        )
         for path in paths:
             client.log_artifact(info["run_id"], str(path))
+        annotate_parent(client, info["run_id"], runs, table, info["sweep_id"])
         finished = int((table["status"] == "FINISHED").sum())
-        client.log_metric(info["run_id"], "n_jobs", len(table))
-        client.log_metric(info["run_id"], "n_failed", len(table) - finished)
         status = "FINISHED" if finished else "FAILED"
-        log.info("sweep %s: %d/%d jobs finished; table in %s", info["sweep_id"], finished, len(table), sweep_dir)
+        choices = [c for c in tbl.choice_columns(table) if table[c].nunique(dropna=False) > 1]
+        log.info(
+            "sweep %s: %d/%d jobs finished; full table and figure in %s\n%s\n%s",
+            info["sweep_id"],
+            finished,
+            len(table),
+            sweep_dir,
+            formats.terminal_view(table, choices, 100),
+            ui_links.how_to_open(info["backend_uri"], str(info["experiment_id"]), info["run_id"]),
+        )
     finally:
         client.set_terminated(info["run_id"], status)
     return sweep_dir / "comparison.csv"
