@@ -68,6 +68,18 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def strength_figure(table: pd.DataFrame, path: str | Path, context: FigureContext | None = None) -> Path | None:
+    """``strength_response.png`` (see :func:`draw_strength`), or None when strength does not vary."""
+    fig = draw_strength(table, context)
+    return None if fig is None else _save(fig, path)
+
+
+def forest_figure(table: pd.DataFrame, path: str | Path, context: FigureContext | None = None) -> Path | None:
+    """``forest.png`` (see :func:`draw_forest`), or None when strength varies."""
+    fig = draw_forest(table, context)
+    return None if fig is None else _save(fig, path)
+
+
+def draw_strength(table: pd.DataFrame, context: FigureContext | None = None):
     """Δr against strength with 95% CI bands, one panel per target, one line per other configuration.
 
     The strength axis is symlog so that s = 0 can be shown: s = 0 is drawn as its own point with an
@@ -122,7 +134,7 @@ def strength_figure(table: pd.DataFrame, path: str | Path, context: FigureContex
         bbox_to_anchor=(0.5, -0.02),
     )
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    return _save(fig, path)
+    return fig
 
 
 def _strength_ticks(strengths: pd.Series, linthresh: float) -> list[float]:
@@ -155,7 +167,7 @@ def row_labels(table: pd.DataFrame, varied: Sequence[str] = ()) -> list[str]:
     return labels
 
 
-def forest_figure(table: pd.DataFrame, path: str | Path, context: FigureContext | None = None) -> Path | None:
+def draw_forest(table: pd.DataFrame, context: FigureContext | None = None):
     """Δr with its 95% CI per row, valence and arousal side by side (for sweeps that do not vary strength)."""
     if len(table) < 1 or ("strength" in table and table["strength"].nunique(dropna=True) >= 2):
         return None
@@ -186,4 +198,4 @@ def forest_figure(table: pd.DataFrame, path: str | Path, context: FigureContext 
     extra.append("dashed: baseline (Δr = 0)")
     fig.suptitle(context.title(table, extra), fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,7 +312,7 @@ class Comparison:
             )
         if self.unmatched_keys:
             lines.append(f"Not matched on (missing in one sweep): {', '.join(self.unmatched_keys)}.")
-        return "\n".join(lines)
+        return "\n".join(textwrap.fill(line, 100) if line else line for line in lines)
 
 
 def compare_runs(a: SweepRuns, b: SweepRuns) -> Comparison:
