@@ -132,7 +132,12 @@ def log_grid(uri: str, sweep_id: str, methods: list[str], strengths: list[float]
     parent = client.create_run(
         experiment_id,
         run_name=f"sweep-{sweep_id}",
-        tags={"sweep_id": sweep_id, "sweep_role": "parent", "sweep_varied": json.dumps(varied), "sweep_experiment": preset},
+        tags={
+            "sweep_id": sweep_id,
+            "sweep_role": "parent",
+            "sweep_varied": json.dumps(varied),
+            "sweep_experiment": preset,
+        },
     )
     ids = {}
     for num, (method, strength) in enumerate((m, s) for m in methods for s in strengths):
