@@ -51,6 +51,7 @@ def test_parent_run_carries_fixed_config_varied_choices_summary_and_table(assets
         assert dataset_input.dataset.digest == digest[:36]
         assert str(assets["features"].resolve()) in dataset_input.dataset.source
         assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "eval"
+    assert [d.dataset.name for d in parent.inputs.dataset_inputs] == ["feats.h5"]  # the parent row names it too
     # strength is fixed: a forest plot instead of a strength figure
     assert (sweep_dir / "forest.png").stat().st_size > 10_000
     assert "forest.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}

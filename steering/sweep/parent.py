@@ -122,5 +122,12 @@ def annotate_parent(client: MlflowClient, run_id: str, runs: SweepRuns, table: p
     metric_list = [Metric(k, v, now, 0) for k, v in metrics.items() if math.isfinite(v)]
     tag_list = [RunTag(k, v) for k, v in tags.items()]
     client.log_batch(run_id, metrics=metric_list, tags=tag_list)
+    # the jobs' dataset inputs (the feature file), so the parent's row in the runs list names it too
+    inputs = {}
+    for child in runs.children:
+        for dataset_input in getattr(child.inputs, "dataset_inputs", None) or []:
+            inputs.setdefault((dataset_input.dataset.name, dataset_input.dataset.digest), dataset_input)
+    if inputs:
+        client.log_inputs(run_id, datasets=list(inputs.values()))
     for start in range(0, len(params), BATCH):
         client.log_batch(run_id, params=params[start : start + BATCH])
