@@ -126,6 +126,10 @@ class MlflowSweepCallback(Callback):
             tags[tbl.TAG_PRESET] = str(preset)
         parent = client.create_run(experiment_id, run_name=f"sweep-{preset or 'multirun'}-{sweep_id}", tags=tags)
         server = self._maybe_start_server(config, backend_uri, sweep_dir)
+        if server is not None:
+            # MLflow would print each run's link on the temporary server, which is gone after the sweep;
+            # the jobs' summaries print links to the store that stays instead (workers inherit this).
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         info = {
             "run_id": parent.info.run_id,
             "sweep_id": sweep_id,
