@@ -1,47 +1,57 @@
 # Every target works from a fresh clone: the first one creates .venv and installs the project.
+# `make run` (and ui, sweep, report, bench) install the runtime dependencies only; `make test` and
+# `make lint` add the dev extras (pytest, ruff, librosa, playwright). Each has its own stamp.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+BIN := $(VENV)/bin
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
 export MLFLOW_DISABLE_TELEMETRY := true
 export HYDRA_FULL_ERROR := 1
 
 .PHONY: install run test lint ui sweep report bench clean
 EXPERIMENT ?= approaches
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	# The CPU wheel of torch lies on disk; installing it first keeps pip from fetching a CUDA build.
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e ".[dev]"
-	touch $(STAMP)
+	$(PY) -m pip install -e .
+	touch $(RUNTIME)
 
-install: $(STAMP)
+$(DEV): $(RUNTIME)
+	$(PY) -m pip install -e ".[dev]"
+	touch $(DEV)
+
+install: $(RUNTIME)
 
 ## The main job: build (or reuse) the embedded demo and run one steering evaluation.
-run: $(STAMP)
-	$(PY) -m steering.run
+run: $(RUNTIME)
+	$(BIN)/steering-run
 
-test: $(STAMP)
+test: $(DEV)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-lint: $(STAMP)
-	$(PY) -m ruff check steering tests benchmarks
-	$(PY) -m ruff format --check steering tests benchmarks
+lint: $(DEV)
+	$(PY) -m ruff check steering tests benchmarks hydra_plugins setup.py
+	$(PY) -m ruff format --check steering tests benchmarks hydra_plugins setup.py
 
-ui: $(STAMP)
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+ui: $(RUNTIME)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
-## A preset sweep (experiments/*.yaml) and its table rebuilt from MLflow.
-sweep: $(STAMP)
-	$(PY) -m steering.run -m +experiment=$(EXPERIMENT)
+## A preset sweep (experiments/*.yaml; a preset runs as a sweep) and its table rebuilt from MLflow.
+sweep: $(RUNTIME)
+	$(BIN)/steering-run +experiment=$(EXPERIMENT)
 
-report: $(STAMP)
-	$(PY) -m steering.report preset=$(EXPERIMENT)
+report: $(RUNTIME)
+	$(BIN)/steering-report preset=$(EXPERIMENT)
 
-bench: $(STAMP)
+bench: $(RUNTIME)
 	$(PY) benchmarks/sweep.py
 
+## Removes what runs write into the working directory, but not the MLflow store (mlflow.db,
+## mlartifacts/, mlruns/) nor the demo cache (.cache/).
 clean:
-	rm -rf outputs multirun .pytest_cache
+	rm -rf outputs multirun reports build dist *.egg-info .pytest_cache .ruff_cache

@@ -63,29 +63,31 @@ class Binning:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any], name: str | None = None) -> Binning:
-        """From the `conf/binning` shape: name, min_samples, {valence,arousal}: {thresholds, names}, aliases."""
-        cfg = _plain(cfg)
-        label = cfg.get("name") or name or "custom"
-        where = f"binning {label!r}"
-        axes = {}
-        for axis in AXES:
-            spec = cfg.get(axis)
-            if not isinstance(spec, Mapping) or "thresholds" not in spec or "names" not in spec:
-                raise BinningError(f"{where}: '{axis}' must be a mapping with 'thresholds' and 'names'")
-            try:
-                thresholds = [float(t) for t in spec["thresholds"]]
-            except (TypeError, ValueError):
-                raise BinningError(f"{where}: {axis} thresholds must be numbers, got {spec['thresholds']!r}") from None
-            axes[axis] = (thresholds, [str(n) for n in spec["names"]])
-        min_samples = cfg.get("min_samples", 15)
+        """From the ``conf/binning`` shape, checked against its schema (``steering.config.schema.BinningConf``).
+
+        ``name`` is used when the mapping has none (a file's stem). A missing or mistyped key raises a
+        BinningError naming the key, in OmegaConf's words.
+        """
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        from steering.config.schema import BinningConf
+
+        data = _plain(cfg)
+        label = data.get("name") or name or "custom"
+        try:
+            conf = OmegaConf.merge(OmegaConf.structured(BinningConf), {**data, "name": label})
+            plain = OmegaConf.to_container(conf, resolve=True, throw_on_missing=True)
+        except OmegaConfBaseException as exc:
+            raise BinningError(f"binning {label!r}: {exc.full_key or 'binning'}: {exc.msg}") from None
         return cls(
-            name=str(label),
-            valence_thresholds=tuple(axes["valence"][0]),
-            valence_names=tuple(axes["valence"][1]),
-            arousal_thresholds=tuple(axes["arousal"][0]),
-            arousal_names=tuple(axes["arousal"][1]),
-            min_samples=min_samples,
-            aliases=dict(cfg.get("aliases") or {}),
+            name=str(plain["name"]),
+            valence_thresholds=tuple(plain["valence"]["thresholds"]),
+            valence_names=tuple(plain["valence"]["names"]),
+            arousal_thresholds=tuple(plain["arousal"]["thresholds"]),
+            arousal_names=tuple(plain["arousal"]["names"]),
+            min_samples=plain["min_samples"],
+            aliases=dict(plain["aliases"]),
         )
 
     @classmethod

@@ -23,6 +23,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from steering.config import config_dir
 from steering.data import FeatureFile, split_indices
 from steering.model import ModelConfig, load_model
 from steering.prepare import prepare_synthetic
@@ -135,16 +136,6 @@ def ensure_demo(demo_cfg: Mapping, model_arch: Mapping) -> DemoAssets:
     return DemoAssets(features, checkpoint, info)
 
 
-def resolve_inputs(cfg: DictConfig) -> tuple[Path, Path]:
-    """(checkpoint, feature file): the user's, or the embedded demo's built on first use."""
-    checkpoint, features = cfg.model.get("checkpoint"), cfg.data.get("path")
-    if checkpoint is None or features is None:
-        demo = ensure_demo(cfg.demo, cfg.model.arch)
-        checkpoint = checkpoint or demo.checkpoint
-        features = features or demo.features
-    return Path(checkpoint), Path(features)
-
-
 def _build(cfg: Mapping, arch: Mapping, features: Path, checkpoint: Path) -> dict[str, Any]:
     start = time.perf_counter()
     progress = bool(cfg.get("progress", True))
@@ -172,7 +163,7 @@ def _build(cfg: Mapping, arch: Mapping, features: Path, checkpoint: Path) -> dic
     return info
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> None:
     """``python -m steering.demo``: build (or reuse) the demo assets and print where they are."""
     assets = ensure_demo(cfg.demo, cfg.model.arch)

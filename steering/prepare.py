@@ -17,16 +17,21 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from steering.audio.frontend import FrontEndConfig, LogMel, frontend_config
 from steering.audio.synthetic import SyntheticConfig, clips, make_set
-from steering.data import write_feature_file
-from steering.hardware import cpu_threads
+from steering.config import config_dir
+
+if TYPE_CHECKING:
+    from steering.audio.frontend import FrontEndConfig
+
+# The torch front end, the feature-file writer and the thread control load inside the functions
+# that use them, so the app composes its config and answers --help without torch.
 
 log = logging.getLogger(__name__)
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg")
@@ -139,6 +144,9 @@ def prepare_folder(
     progress: bool = True,
 ) -> tuple[Path, Match]:
     """Features of every rated clip in ``audio_dir``; unmatched audio/ratings are reported (or, strict, fatal)."""
+    from steering.audio.frontend import LogMel
+    from steering.data import write_feature_file
+
     audio_dir = Path(audio_dir)
     if not audio_dir.is_dir():
         raise PrepareError(f"{audio_dir}: audio folder not found")
@@ -181,6 +189,9 @@ def synthetic_features(
 
     The result does not depend on ``workers`` or ``chunk``: every clip has its own seeded generator.
     """
+    from steering.audio.frontend import LogMel, frontend_config
+    from steering.hardware import cpu_threads
+
     syn = synthetic if isinstance(synthetic, SyntheticConfig) else SyntheticConfig.from_mapping(synthetic)
     fe = frontend_config(frontend)
     if fe.sample_rate != syn.sample_rate:
@@ -216,6 +227,8 @@ def prepare_synthetic(
     progress: bool = True,
 ) -> Path:
     """Generate the synthetic set and write its feature file (atomically)."""
+    from steering.data import write_feature_file
+
     feats, syn, names, valence, arousal = synthetic_features(synthetic, frontend, workers, progress=progress)
     path = write_feature_file(output, feats, valence, arousal, names)
     log.info("wrote %d synthetic clips (seed %d) to %s", syn.n_clips, syn.seed, path)
@@ -248,7 +261,7 @@ def run(cfg: Mapping) -> Path:
     raise PrepareError(f"unknown source {name!r}; expected 'folder' or 'synthetic'")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="prepare")
 def main(cfg: DictConfig) -> None:
     run(OmegaConf.to_container(cfg, resolve=True))
 

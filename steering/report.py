@@ -13,15 +13,20 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import pandas as pd
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from steering.logs import route_mlflow_logging
-from steering.sweep import formats
-from steering.sweep import table as tbl
+from steering.config import config_dir
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from steering.sweep import table as tbl
+
+# pandas, MLflow and the sweep modules load inside the functions, after composition: --help stays fast.
 
 log = logging.getLogger("steering.report")
 
@@ -29,33 +34,57 @@ TERMINAL_WIDTH = 100
 
 
 def sweep_table(client: MlflowClient, sweep_id: str) -> tuple[tbl.SweepRuns, pd.DataFrame]:
+    from steering.sweep import table as tbl
+
     runs = tbl.find_sweep(client, sweep_id)
     return runs, tbl.comparison_table(runs.children, runs.varied)
 
 
 def terminal_summary(table: pd.DataFrame, sweep_id: str) -> str:
     """The Markdown document's heading lines and a table that fits the terminal."""
+    from steering.sweep import formats
+    from steering.sweep import table as tbl
+
     head = tbl.describe(table, sweep_id).split("\n\n| ")[0]
     choices = [c for c in tbl.choice_columns(table) if table[c].nunique(dropna=False) > 1]
     return f"{head}\n\n{formats.terminal_view(table, choices, TERMINAL_WIDTH)}"
 
 
 def report_sweep(client: MlflowClient, sweep_id: str, out: Path, log_to_parent: bool = False) -> pd.DataFrame:
-    """Write comparison.csv/.md and the figure for one sweep into ``out/<sweep_id>``."""
+    """Write comparison.csv/.md, the figure and the analyses for one sweep into ``out/<sweep_id>``."""
+    from steering.sweep import confirmation as conf
+    from steering.sweep import table as tbl
+    from steering.sweep.analysis import write_analyses
+    from steering.sweep.contrasts import bootstrap_settings
+
     runs, table = sweep_table(client, sweep_id)
+    finished = [r for r in runs.children if r.info.status == "FINISHED"]
+    bootstrap = bootstrap_settings(finished[0].data.params if finished else {})
+    analyses = write_analyses(client, table, out / sweep_id, bootstrap)
+    notes = conf.selection_notes(runs.children, len(table))
     preset = runs.parent.data.tags.get(tbl.TAG_PRESET) if runs.parent is not None else None
     fixed = tbl.fixed_choices(runs.children)
-    paths = tbl.write_outputs(table, sweep_id, out / sweep_id, preset=preset, varied=runs.varied, fixed=fixed)
+    paths = tbl.write_outputs(
+        table, sweep_id, out / sweep_id, notes, analyses.sections, preset=preset, varied=runs.varied, fixed=fixed
+    )
+    paths += analyses.paths
+    confirmation = conf.rebuild_confirmation(runs.children, table, runs.varied)
+    if confirmation is not None:
+        confirmation.to_csv(out / sweep_id / "confirmation.csv", index=False)
+        paths.append(out / sweep_id / "confirmation.csv")
     if log_to_parent and runs.parent is not None:
         for path in paths:
             client.log_artifact(runs.parent.info.run_id, str(path), "report")
     print(terminal_summary(table, sweep_id))
-    print(f"\nfull table and figure: {', '.join(str(p) for p in paths)}")
+    print(f"\nfull table, figure and analyses: {', '.join(str(p) for p in paths)}")
     return table
 
 
 def report_compare(client: MlflowClient, first: str, second: str, out: Path) -> pd.DataFrame:
     """Δr differences (second minus first) for configurations that both sweeps ran."""
+    from steering.sweep import formats
+    from steering.sweep import table as tbl
+
     comparison = tbl.compare_runs(tbl.find_sweep(client, first), tbl.find_sweep(client, second))
     diff = comparison.table
     target = out / f"compare_{first}_vs_{second}"
@@ -79,8 +108,13 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="report")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="report")
 def main(cfg: DictConfig) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from steering.logs import route_mlflow_logging
+    from steering.sweep import table as tbl
+
     route_mlflow_logging()
     client = MlflowClient(str(cfg.tracking.uri))
     out = Path(cfg.out)

@@ -9,13 +9,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from steering.runner import evaluate, summary
+from steering.config import config_dir
 
 log = logging.getLogger("steering.run")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="run")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="run")
 def main(cfg: DictConfig) -> float:
+    from steering.runner import evaluate, summary  # torch and MLflow load after composition
+
     hydra_cfg = HydraConfig.get()
     sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
     result = evaluate(cfg, sweep_dir=sweep_dir)

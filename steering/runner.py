@@ -16,11 +16,11 @@ from omegaconf import DictConfig
 from steering.binning import Binning
 from steering.data import FeatureFile, file_hash, split_indices
 from steering.dataset_input import log_feature_input
-from steering.demo import resolve_inputs
 from steering.engine import SteeringSpec, select_connections
 from steering.engine.assign import ORACLE_MODES
 from steering.evaluation import TARGETS, RunResult, cache_dir, evaluate_configuration
 from steering.hardware import cpu_threads, resolve_device
+from steering.inputs import resolve_inputs
 from steering.model import Connection, load_model
 from steering.signals import SignalSet, cached_signals, extract_signals, load_signals, save_signals
 from steering.tracking import config_hash, configure, find_finished, job_run, sweep_choices, sweep_parent
@@ -99,8 +99,10 @@ def _load_or_extract_signals(
     return cached_signals(model_hash, data_hash, f"{cfg.data.split}:{split}", binning, cache_dir(cfg), build)
 
 
-def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None) -> RunResult:
-    """Run one configuration end to end and log it as one MLflow run."""
+def evaluate(
+    cfg: DictConfig, sweep_dir: str | Path | None = None, extra_tags: Mapping[str, str] | None = None
+) -> RunResult:
+    """Run one configuration end to end and log it as one MLflow run (with ``extra_tags``, e.g. a sweep role)."""
     device = resolve_device(cfg.device)
     binning = Binning.from_mapping(cfg.binning)
     if cfg.model.get("checkpoint") is None and cfg.model.get("arch") is not None:
@@ -124,6 +126,7 @@ def evaluate(cfg: DictConfig, sweep_dir: str | Path | None = None) -> RunResult:
     name = run_name(cfg, sweep_choices(sweep_dir))
     digest = config_hash(cfg, model_hash, data_hash)
     tags["config_hash"] = digest
+    tags.update(extra_tags or {})
     if cfg.get("resume"):
         previous = _previous_result(cfg, digest)
         if previous is not None:

@@ -62,8 +62,9 @@ def configure(uri: str, experiment: str) -> str:
     return exp.experiment_id
 
 
-#: Keys that say where or how fast a run happens, not what it computes.
+#: Keys that say where or how fast a run happens, not what it computes (``confirm`` acts after the sweep).
 VOLATILE_KEYS = ("tracking", "cache", "demo.cache_dir", "demo.workers", "demo.progress", "resume", "threads", "device")
+VOLATILE_KEYS += ("confirm",)
 
 
 def config_hash(cfg: DictConfig, *content_hashes: str) -> str:
@@ -103,7 +104,10 @@ def hydra_job_tags() -> dict[str, str]:
     if not HydraConfig.initialized():
         return {}
     hydra_cfg = HydraConfig.get()
-    return {"sweep_job_num": str(hydra_cfg.job.num), "sweep_overrides": json.dumps(list(hydra_cfg.overrides.task))}
+    num = OmegaConf.select(hydra_cfg, "job.num", default=None, throw_on_missing=False)
+    if num is None:  # the sweep process itself (a sweep's confirmation run), not one of its jobs
+        return {}
+    return {"sweep_job_num": str(num), "sweep_overrides": json.dumps(list(hydra_cfg.overrides.task))}
 
 
 def sweep_choices(sweep_dir: str | Path | None) -> dict[str, str]:

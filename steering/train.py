@@ -8,28 +8,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import mlflow
 from omegaconf import DictConfig, OmegaConf
 
-from steering.tracking import configure, flatten
-from steering.training import TrainResult, train_model
+from steering.config import config_dir
+from steering.inputs import resolve_features
+
+if TYPE_CHECKING:
+    from steering.training import TrainResult
 
 log = logging.getLogger(__name__)
 
 
-def resolve_features(cfg: Mapping) -> Path:
-    """``data.path``, or the demo's synthetic feature file when it is null."""
-    if cfg["data"].get("path"):
-        return Path(cfg["data"]["path"])
-    from steering.demo import demo_features
-
-    return demo_features(cfg["demo"])
-
-
 def run(cfg: Mapping) -> TrainResult:
     """Train with ``cfg`` (a resolved plain mapping) and log to MLflow."""
+    import mlflow
+
+    from steering.tracking import configure, flatten
+    from steering.training import train_model
+
     features = resolve_features(cfg)
     train_cfg = dict(cfg["train"])
     train_cfg.setdefault("split", cfg["data"].get("split", "threeway"))
@@ -50,7 +49,7 @@ def run(cfg: Mapping) -> TrainResult:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> None:
     run(OmegaConf.to_container(cfg, resolve=True))
 

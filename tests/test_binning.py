@@ -107,8 +107,10 @@ def test_user_scheme_from_yaml(tmp_path):
         ("{thresholds: [0.0, 0.5], names: [a, b]}", "one more name than thresholds"),
         ("{thresholds: [0.5, 0.0], names: [a, b, c]}", "strictly increasing"),
         ("{thresholds: [0.0], names: [a, a]}", "distinct"),
-        ("{names: [a, b]}", "'thresholds' and 'names'"),
-        ("{thresholds: [x], names: [a, b]}", "must be numbers"),
+        ("{names: [a, b]}", "valence.thresholds: Missing mandatory value"),
+        ("{thresholds: [x], names: [a, b]}", r"valence.thresholds\[0\]: Value 'x' .* could not be converted to Float"),
+        ("{thresholds: [0.0], names: [a, b]}\nmin_samples: 0", "min_samples: Value '0' must be >= 1"),
+        ("{thresholds: [0.0], names: [a, b], colour: red}", "Key 'colour' not in 'AxisConf'"),
     ],
 )
 def test_invalid_user_scheme_names_file_and_problem(tmp_path, valence, message):

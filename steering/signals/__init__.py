@@ -1,22 +1,31 @@
-"""Steering signals: extraction, the users' JSON layout, caching and diagnostics."""
+"""Steering signals: extraction, the users' JSON layout, caching and diagnostics.
 
-from steering.signals.cache import cache_key, cached_signals
-from steering.signals.diagnostics import signal_diagnostics
-from steering.signals.extract import extract_signals, pass1_activations, signals_from_activations
-from steering.signals.io import SignalFileError, load_signals, save_signals
-from steering.signals.signalset import PATHWAYS, SIGNAL_DIM, SignalSet
+Names are imported on first use, so ``python -m steering.signals --help`` does not load torch.
+"""
 
-__all__ = [
-    "PATHWAYS",
-    "SIGNAL_DIM",
-    "SignalFileError",
-    "SignalSet",
-    "cache_key",
-    "cached_signals",
-    "extract_signals",
-    "load_signals",
-    "pass1_activations",
-    "save_signals",
-    "signal_diagnostics",
-    "signals_from_activations",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "cache_key": "steering.signals.cache",
+    "cached_signals": "steering.signals.cache",
+    "signal_diagnostics": "steering.signals.diagnostics",
+    "extract_signals": "steering.signals.extract",
+    "pass1_activations": "steering.signals.extract",
+    "signals_from_activations": "steering.signals.extract",
+    "SignalFileError": "steering.signals.io",
+    "load_signals": "steering.signals.io",
+    "save_signals": "steering.signals.io",
+    "PATHWAYS": "steering.signals.signalset",
+    "SIGNAL_DIM": "steering.signals.signalset",
+    "SignalSet": "steering.signals.signalset",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'steering.signals' has no attribute {name!r}")

@@ -14,12 +14,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from steering.binning import Binning
-from steering.data import FeatureFile, file_hash, split_indices
-from steering.demo import resolve_inputs
-from steering.hardware import resolve_device
-from steering.signals.extract import extract_signals
-from steering.signals.io import save_signals
-from steering.signals.signalset import PATHWAYS
+from steering.config import config_dir
+from steering.inputs import resolve_inputs
 
 log = logging.getLogger("steering.signals")
 
@@ -27,6 +23,11 @@ log = logging.getLogger("steering.signals")
 def run_signals(cfg: DictConfig) -> Path:
     """Extract and save the signals described by ``cfg`` (the ``conf/signals.yaml`` shape); returns the file."""
     from steering import load_model
+    from steering.data import FeatureFile, file_hash, split_indices
+    from steering.hardware import resolve_device
+    from steering.signals.extract import extract_signals
+    from steering.signals.io import save_signals
+    from steering.signals.signalset import PATHWAYS
 
     binning = Binning.from_mapping(cfg.binning)
     checkpoint, features = resolve_inputs(cfg)
@@ -74,7 +75,7 @@ def run_signals(cfg: DictConfig) -> Path:
     return path
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="signals")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="signals")
 def main(cfg: DictConfig) -> None:
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
     run_signals(cfg)

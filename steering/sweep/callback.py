@@ -9,7 +9,10 @@ Registered in ``conf/run.yaml`` under ``hydra.callbacks``. In a multirun it
 4. writes ``mlflow_parent.json`` into the sweep dir; ``steering.tracking.job_run`` reads it and
    nests each job's run under the parent (tags ``mlflow.parentRunId``, ``sweep_id``),
 5. at the end builds ``comparison.csv``/``comparison.md`` (and a strength-response figure when
-   strength varies) from the child runs, logs them to the parent and writes them into the sweep dir.
+   strength varies) from the child runs, logs them to the parent and writes them into the sweep dir;
+   with ``confirm.enabled`` it first runs the best row once more on ``confirm.split``
+   (steering.sweep.confirmation), and it adds contrasts and steerability where they apply
+   (steering.sweep.analysis).
 
 Hydra 1.3's sweeper re-raises a failed job's exception after the batch, so ``on_multirun_end`` is
 never called then; an ``atexit`` hook finishes the sweep in that case, and the table still has
@@ -21,6 +24,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -36,13 +40,17 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
 from hydra.core.utils import JobReturn, JobStatus  # noqa: E402
 from hydra.experimental.callback import Callback  # noqa: E402
+from mlflow.entities import Metric  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from steering import ui_links  # noqa: E402
 from steering.logs import route_mlflow_logging  # noqa: E402
+from steering.sweep import confirmation as conf  # noqa: E402
 from steering.sweep import formats  # noqa: E402
+from steering.sweep import multiplicity as mult  # noqa: E402
 from steering.sweep import table as tbl  # noqa: E402
+from steering.sweep.analysis import write_analyses  # noqa: E402
 from steering.sweep.parent import annotate_parent  # noqa: E402
 from steering.sweep.server import LocalServer, start_server  # noqa: E402
 from steering.tracking import PARENT_FILE, configure, sweep_parent  # noqa: E402
@@ -104,6 +112,16 @@ class MlflowSweepCallback(Callback):
         route_mlflow_logging()
         if not HydraConfig.initialized():
             HydraConfig.instance().set_config(config)
+        try:
+            confirm = conf.confirm_settings(config)
+        except conf.ConfirmConfigError as exc:
+            # Hydra turns a callback's Exception into a warning and runs the sweep anyway; SystemExit stops it.
+            log.error("%s", exc)
+            raise SystemExit(2) from None
+        if confirm.enabled and OmegaConf.select(config, "data.eval_split") == confirm.split:
+            log.warning("the sweep is evaluated on %s, the confirmation split: it confirms nothing", confirm.split)
+        if confirm.enabled and "submitit" in _launcher_name(config):
+            log.warning("confirmation runs at the end of the sweep in this process (the submit host), not as a job")
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         backend_uri = str(config.tracking.uri)
@@ -141,7 +159,13 @@ class MlflowSweepCallback(Callback):
             "preset": str(preset) if preset else None,
         }
         (sweep_dir / PARENT_FILE).write_text(json.dumps(info, indent=2))
-        _ACTIVE.update(info=info, sweep_dir=sweep_dir, server=server, done=False)
+        metrics = config.get("metrics") or {}
+        bootstrap = {
+            "resamples": int(metrics.get("bootstrap_resamples", 2000)),
+            "confidence": float(metrics.get("confidence", 0.95)),
+            "seed": int(metrics.get("seed", 0)),
+        }
+        _ACTIVE.update(info=info, sweep_dir=sweep_dir, server=server, done=False, confirm=confirm, bootstrap=bootstrap)
         atexit.register(_finish_at_exit)
         via = f" (jobs log through the temporary server {server.uri})" if server else ""
         log.info("sweep %s: parent run %s in %s%s", sweep_id, parent.info.run_id, backend_uri, via)
@@ -211,7 +235,8 @@ def _record_failed_job(config: DictConfig, job_return: JobReturn) -> None:
 
 
 def finish_sweep() -> Path | None:
-    """Stop the server, build the comparison from the child runs, attach it to the parent, close the parent."""
+    """Stop the server, confirm the best row (if enabled), build the comparison and the analyses from the
+    child runs, attach them to the parent, close the parent."""
     if not _ACTIVE or _ACTIVE.get("done"):
         return None
     _ACTIVE["done"] = True
@@ -224,14 +249,34 @@ def finish_sweep() -> Path | None:
     try:
         runs = tbl.find_sweep(client, info["sweep_id"], [info["experiment_id"]])
         table = tbl.comparison_table(runs.children, info["varied"])
+        settings: conf.ConfirmSettings = _ACTIVE.get("confirm") or conf.ConfirmSettings()
+        paths: list[Path] = []
+        if settings.enabled:
+            paths += _confirm(client, info, sweep_dir, table, runs.children, settings)
+            runs = tbl.find_sweep(client, info["sweep_id"], [info["experiment_id"]])
+        analyses = write_analyses(client, table, sweep_dir, _ACTIVE.get("bootstrap") or {})
+        notes = conf.selection_notes(runs.children, len(table))
         fixed = tbl.fixed_choices(runs.children)
-        paths = tbl.write_outputs(
-            table, info["sweep_id"], sweep_dir, preset=info.get("preset"), varied=info["varied"], fixed=fixed
+        paths = (
+            tbl.write_outputs(
+                table,
+                info["sweep_id"],
+                sweep_dir,
+                notes,
+                analyses.sections,
+                preset=info.get("preset"),
+                varied=info["varied"],
+                fixed=fixed,
+            )
+            + paths
         )
-        for path in paths:
+        for path in paths + analyses.paths:
             client.log_artifact(info["run_id"], str(path))
         annotate_parent(client, info["run_id"], runs, table, info["sweep_id"])
         finished = int((table["status"] == "FINISHED").sum())
+        for name, value in analyses.metrics.items():  # n_jobs, n_failed, best Δr: annotate_parent
+            client.log_metric(info["run_id"], name, value)
+        _log_adjusted(client, info["run_id"], table)
         status = "FINISHED" if finished else "FAILED"
         choices = [c for c in tbl.choice_columns(table) if table[c].nunique(dropna=False) > 1]
         log.info(
@@ -246,6 +291,46 @@ def finish_sweep() -> Path | None:
     finally:
         client.set_terminated(info["run_id"], status)
     return sweep_dir / "comparison.csv"
+
+
+def _log_adjusted(client: MlflowClient, parent_id: str, table: Any) -> None:
+    """Holm/BH of the sweep's family on each child run too (visible in the MLflow run table)."""
+    now = int(datetime.now().timestamp() * 1000)
+    n_tests = 0
+    for row in table.to_dict("records"):
+        values = {c: float(row[c]) for c in mult.ADJUSTED_COLUMNS if c in row and math.isfinite(float(row[c]))}
+        n_tests += sum(1 for c in values if c.endswith("_p_holm"))
+        if values and row.get("run_id"):
+            client.log_batch(row["run_id"], metrics=[Metric(k, v, now, 0) for k, v in values.items()])
+    client.log_metric(parent_id, "multiplicity_family_size", n_tests)
+
+
+def _confirm(
+    client: MlflowClient,
+    info: dict[str, Any],
+    sweep_dir: Path,
+    table: Any,
+    children: list[Any],
+    settings: conf.ConfirmSettings,
+) -> list[Path]:
+    """Run the confirmation; a failure is recorded on the parent (tag ``confirmation_error``), not raised."""
+    row = conf.choose(table, settings.criterion)
+    if row is None:
+        client.set_tag(info["run_id"], "confirmation_error", "no finished row to choose from")
+        return []
+    chosen = next(r for r in children if r.info.run_id == row["run_id"])
+    try:
+        done = conf.run_confirmation(client, info, sweep_dir, table, settings, chosen)
+    except Exception as exc:
+        log.exception("confirmation run failed")
+        client.set_tag(info["run_id"], "confirmation_error", f"{type(exc).__name__}: {exc}"[:1000])
+        return []
+    client.set_tag(info["run_id"], "confirmation_run_id", done.run_id)
+    client.set_tag(info["run_id"], "confirmation_choice", str(done.table["choice"].iloc[0]))
+    for record in done.table.itertuples():
+        client.log_metric(info["run_id"], f"confirmed_dr_{record.target}", float(record.confirmed_dr))
+    log.info("confirmation of job %s on %s: run %s, %s", row.get("job"), settings.split, done.run_id, done.path)
+    return [done.path]
 
 
 def _finish_at_exit() -> None:

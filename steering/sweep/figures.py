@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from steering.sweep.table import METRIC_COLUMNS, TARGETS
+from steering.sweep.table import TARGETS, choice_columns
 
 #: Okabe & Ito (2008), yellow last (weak on white).
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#000000", "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-NOT_CHOICES = {"job", "run_name", "oracle", "status", "error", "run_id", "coverage", *METRIC_COLUMNS}
 
 
 @dataclass
@@ -54,9 +53,7 @@ def _pyplot():
 
 
 def _varying_choices(table: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
-    return [
-        c for c in table.columns if c not in NOT_CHOICES and c not in exclude and table[c].nunique(dropna=False) > 1
-    ]
+    return [c for c in choice_columns(table) if c not in exclude and table[c].nunique(dropna=False) > 1]
 
 
 def _save(fig, path: str | Path) -> Path:

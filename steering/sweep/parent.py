@@ -18,7 +18,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from steering.sweep import formats
-from steering.sweep.table import TARGETS, SweepRuns, choice_columns
+from steering.sweep.table import TAG_ROLE, TARGETS, SweepRuns, choice_columns
 
 NOTE_TAG = "mlflow.note.content"
 MAX_TAG = 8000  # MLflow's limit on a tag value
@@ -105,7 +105,8 @@ def note(table: pd.DataFrame, sweep_id: str, header: str = "") -> str:
 
 def annotate_parent(client: MlflowClient, run_id: str, runs: SweepRuns, table: pd.DataFrame, sweep_id: str) -> None:
     """Log params, tags, summary metrics and the description of a sweep's parent run."""
-    fixed, varied = fixed_params(runs.children)
+    jobs = [c for c in runs.children if c.data.tags.get(TAG_ROLE) != "confirmation"]  # the table's rows
+    fixed, varied = fixed_params(jobs)
     existing = set(client.get_run(run_id).data.params)
     params = [Param(k, str(v)[:6000]) for k, v in fixed.items() if k not in existing]
     tags = {
@@ -124,7 +125,7 @@ def annotate_parent(client: MlflowClient, run_id: str, runs: SweepRuns, table: p
     client.log_batch(run_id, metrics=metric_list, tags=tag_list)
     # the jobs' dataset inputs (the feature file), so the parent's row in the runs list names it too
     inputs = {}
-    for child in runs.children:
+    for child in jobs:
         for dataset_input in getattr(child.inputs, "dataset_inputs", None) or []:
             inputs.setdefault((dataset_input.dataset.name, dataset_input.dataset.digest), dataset_input)
     if inputs:

@@ -18,7 +18,7 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from steering.sweep import formats
+from steering.sweep import formats, multiplicity
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ def choice_value(run: Run, key: str) -> str | None:
 
 def comparison_table(runs: Sequence[Run], varied: Sequence[str] = ()) -> pd.DataFrame:
     """One row per job run: the choices that vary, Δr with interval and p per target, coverage, oracle, status."""
+    runs = [r for r in runs if r.data.tags.get(TAG_ROLE) != "confirmation"]  # not a row: see confirmation.py
     choice_keys = [k.lstrip("+~") for k in varied]
     for key in CORE_CHOICES:
         values = {v for r in runs if (v := choice_value(r, key)) is not None}
@@ -192,7 +193,7 @@ def comparison_table(runs: Sequence[Run], varied: Sequence[str] = ()) -> pd.Data
     table = pd.DataFrame(rows, columns=columns)
     if "strength" in table and table["strength"].notna().any():
         table["strength"] = pd.to_numeric(table["strength"], errors="coerce")
-    return table
+    return multiplicity.add_adjusted_columns(table)
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -200,8 +201,9 @@ def to_markdown(table: pd.DataFrame) -> str:
     return formats.to_markdown(table)
 
 
-def describe(table: pd.DataFrame, sweep_id: str) -> str:
-    """Markdown document: a heading, the oracle note and the table (without run ids)."""
+def describe(table: pd.DataFrame, sweep_id: str, notes: Sequence[str] = (), sections: Sequence[str] = ()) -> str:
+    """Markdown document: a heading, the oracle and selection notes, the table (without run ids), the
+    multiplicity section and any further ``sections`` (lines: contrasts, steerability)."""
     shown = table.drop(columns=[c for c in ("run_id", "error") if c in table and not table[c].astype(bool).any()])
     shown = shown.drop(columns=["run_id"], errors="ignore")
     lines = [f"# Sweep {sweep_id}", ""]
@@ -211,7 +213,9 @@ def describe(table: pd.DataFrame, sweep_id: str) -> str:
     lines.append("Every row is one run: one strength for both targets.")
     if (table.get("oracle") == "true").any():
         lines.append("Rows with oracle = true chose signals from the evaluated samples' own ratings.")
-    lines += ["", to_markdown(shown)]
+    lines += [*notes, "", to_markdown(shown), *multiplicity.describe_family(table), ""]
+    if sections:
+        lines += [*sections, ""]
     return "\n".join(lines)
 
 
@@ -219,6 +223,8 @@ def write_outputs(
     table: pd.DataFrame,
     sweep_id: str,
     out_dir: str | Path,
+    notes: Sequence[str] = (),
+    sections: Sequence[str] = (),
     preset: str | None = None,
     varied: Sequence[str] = (),
     fixed: Mapping[str, str] | None = None,
@@ -230,7 +236,7 @@ def write_outputs(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "comparison.csv", index=False)
-    (out / "comparison.md").write_text(describe(table, sweep_id))
+    (out / "comparison.md").write_text(describe(table, sweep_id, notes, sections))
     paths = [out / "comparison.csv", out / "comparison.md"]
     context = figures.FigureContext(sweep_id, preset, list(varied), dict(fixed or {}))
     figure = figures.strength_figure(table, out / "strength_response.png", context)
@@ -243,6 +249,7 @@ def write_outputs(
 
 def fixed_choices(runs: Sequence[Run], keys: Sequence[str] = CORE_CHOICES) -> dict[str, str]:
     """Choices with one value across all ``runs`` (the part of the configuration a sweep did not vary)."""
+    runs = [r for r in runs if r.data.tags.get(TAG_ROLE) != "confirmation"]
     fixed = {}
     for key in keys:
         values = {choice_value(r, key) for r in runs}

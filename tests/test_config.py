@@ -1,0 +1,180 @@
+"""Typed configs: every group option and preset composes; bad values stop at composition naming the key."""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf, ValidationError
+
+from steering.config import SCHEMAS, config_dir, schema
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+APPS = ("run", "signals", "train", "prepare", "report")
+RUN_GROUPS = ("model", "data", "binning", "pathway", "layer", "method", "category", "tracking", "demo")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def composed(app: str, *overrides: str, hydra: bool = False):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=app, overrides=list(overrides), return_hydra_config=hydra)
+
+
+def error_text(exc: BaseException) -> str:
+    """What Hydra prints for a composition error: its message and the OmegaConf cause."""
+    return f"{exc}\n{exc.__cause__ or ''}"
+
+
+def test_config_dir_is_the_checkout_conf_here():
+    assert Path(config_dir()) == CONF
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_every_app_composes_with_its_schema(app):
+    cfg = composed(app)
+    assert OmegaConf.get_type(cfg) is SCHEMAS[f"{app}_schema"]
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in RUN_GROUPS for o in options(g)])
+def test_every_group_option_composes_into_the_run_schema(group, option):
+    cfg = composed("run", f"{group}={option}")
+    assert OmegaConf.get_type(cfg[group]) is type(schema.RunConfig().__dict__[group])
+    OmegaConf.to_container(cfg[group], throw_on_missing=True)  # every key the schema requires is set
+
+
+@pytest.mark.parametrize("option", options("source"))
+def test_every_source_option_composes_with_its_own_schema(option):
+    cfg = composed("prepare", f"source={option}")
+    assert OmegaConf.get_type(cfg.source) is SCHEMAS[f"source_{option}_schema"]
+    assert cfg.source.name == option
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml")))
+def test_every_preset_composes_and_is_a_sweep(preset):
+    cfg = composed("run", f"+experiment={preset}", hydra=True)
+    assert cfg.hydra.mode.name == "MULTIRUN"  # runs as a sweep without -m
+    assert cfg.hydra.sweeper.params
+
+
+@pytest.mark.parametrize("approach", options("approach"))
+def test_every_approach_composes(approach):
+    cfg = composed("run", f"+approach={approach}")
+    assert cfg.binning.name in options("binning") and cfg.layer.name in options("layer")
+
+
+def test_keys_other_modules_add_are_in_the_schemas():
+    cfg = composed("run")
+    assert cfg.category.source == "final" and cfg.category.draws == 20
+    assert cfg.model.trust_pickle is False
+    assert {"enabled", "criterion", "split"} <= set(cfg.confirm)
+    assert composed("run", "confirm=true").confirm is True  # the shorthand replaces the section
+    assert composed("run", "category.source=pass1", "category.draws=3", "model.trust_pickle=true").category.draws == 3
+
+
+@pytest.mark.parametrize(
+    ("app", "override", "key", "problem"),
+    [
+        ("run", "strength=abc", "strength", "could not be converted to Float"),
+        ("run", "strength=inf", "strength", "not a finite number"),
+        ("run", "batch_size=-1", "batch_size", "must be >= 1"),
+        ("run", "batch_size=1.5", "batch_size", "could not be converted to Integer"),
+        ("run", "forward_passes=1", "forward_passes", "must be >= 2"),
+        ("run", "precision=fp8", "precision", "is not one of: auto, fp32, bf16, fp16"),
+        ("run", "threads=0", "threads", "must be >= 1"),
+        ("run", "priming=maybe", "priming", "is not a valid bool"),
+        ("run", "category.draws=0", "category.draws", "must be >= 1"),
+        ("run", "category.source=pass2", "category.source", "is not one of: final, pass1"),
+        ("run", "data.eval_split=tset", "data.eval_split", "is not one of"),
+        ("run", "data.train_fraction=1.5", "data.train_fraction", "must be < 1.0"),
+        ("run", "signals.split=everything", "signals.split", "is not one of"),
+        ("run", "metrics.confidence=95", "metrics.confidence", "must be < 1.0"),
+        ("run", "binning.min_samples=0", "binning.min_samples", "must be >= 1"),
+        ("run", "binning.valence.thresholds=[low]", "binning.valence.thresholds[0]", "could not be converted"),
+        ("run", "model.arch.embedding_size=-8", "model.arch.embedding_size", "must be >= 1"),
+        ("run", "demo.train.epochs=0", "demo.train.epochs", "must be >= 1"),
+        ("run", "stregth=1", "stregth", "Key 'stregth' not in 'RunConfig'"),
+        ("signals", "split=bad", "split", "is not one of"),
+        ("signals", "batch_size=0", "batch_size", "must be >= 1"),
+        ("train", "train.lr=-1", "train.lr", "must be > 0.0"),
+        ("train", "train.epochs=x", "train.epochs", "could not be converted to Integer"),
+        ("prepare", "frontend.resampler=best", "frontend.resampler", "is not one of: auto, soxr_hq, poly"),
+        ("prepare", "source.strict=perhaps", "source.strict", "is not a valid bool"),
+        ("report", "log_to_parent=sometimes", "log_to_parent", "is not a valid bool"),
+    ],
+)
+def test_bad_values_stop_at_composition_naming_the_key(app, override, key, problem):
+    with pytest.raises(ConfigCompositionException) as info:
+        composed(app, override)
+    text = error_text(info.value)
+    assert f"full_key: {key}" in text and problem in text
+
+
+def test_bad_value_of_a_group_option_names_the_key():
+    with pytest.raises(ConfigCompositionException) as info:
+        composed("prepare", "source=synthetic", "source.n_clips=0")
+    assert "full_key: source.n_clips" in error_text(info.value)
+
+
+def test_checks_survive_deep_copy_and_pickling():
+    """Hydra copies configs and the joblib launcher pickles them: the checks must travel with the nodes."""
+    cfg = OmegaConf.structured(schema.RunConfig)
+    for clone in (copy.deepcopy(cfg), pickle.loads(pickle.dumps(cfg))):
+        clone.batch_size = 4
+        with pytest.raises(ValidationError, match="must be >= 1"):
+            clone.batch_size = 0
+        with pytest.raises(ValidationError, match="is not one of"):
+            clone.method.name = "boost"
+    merged = OmegaConf.merge(cfg, {"strength": 2})
+    assert merged.strength == 2.0 and isinstance(merged.strength, float)
+    with pytest.raises(ValidationError, match="not a finite number"):
+        OmegaConf.merge(cfg, {"alpha": float("nan")})
+
+
+def test_interpolated_values_are_checked_when_resolved():
+    cfg = composed("train", "data.split=legacy")
+    assert cfg.train.split == "legacy"  # ${data.split}, through the choice node
+
+
+def test_choice_lists_match_the_engine():
+    from steering.engine.assign import CATEGORY_MODES
+    from steering.engine.spec import METHODS, PATHWAY_CHOICES
+    from steering.model.lrm import LAYERS
+
+    assert set(schema.METHOD_CHOICES) == set(METHODS)
+    assert set(schema.CATEGORY_CHOICES) == set(CATEGORY_MODES)
+    assert set(schema.PATHWAY_CHOICES) == set(PATHWAY_CHOICES)
+    assert set(schema.LAYER_CHOICES) == {*LAYERS, "all"}
+    assert set(schema.CATEGORY_CHOICES) == set(options("category"))
+    assert set(schema.METHOD_CHOICES) == set(options("method"))
+
+
+def test_demo_section_keeps_the_keys_of_its_yaml():
+    """The demo's cache key hashes this section: the schema must add no key the YAML does not set."""
+    cfg = composed("run")
+    yaml = OmegaConf.load(CONF / "demo" / "default.yaml")
+    assert OmegaConf.to_container(cfg.demo).keys() == OmegaConf.to_container(yaml).keys()
+    for section in ("synthetic", "frontend", "train"):
+        assert set(cfg.demo[section]) == set(yaml[section]), section
+
+
+def test_command_line_error_is_short_and_creates_nothing(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "steering.run", "batch_size=-1"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert proc.returncode != 0
+    assert "full_key: batch_size" in proc.stderr and "must be >= 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no outputs/, no mlflow.db
