@@ -39,6 +39,8 @@ def format_cell(column: str, value: object) -> str:
             return str(value)
         if _PQ.search(column):
             return format_p(value)
+        if _DELTA.search(column) and column.endswith("_sd"):
+            return f"{round(value, 4) + 0.0:.4f}"
         if _DELTA.search(column) and not column.endswith(("_draws", "_n")):
             return f"{round(value, 4) + 0.0:+.4f}"  # + 0.0: no "-0.0000"
         if _R.search(column):
@@ -88,9 +90,10 @@ def render(rows: Sequence[Sequence[str]], header: Sequence[str], right: Sequence
 
 
 def terminal_view(table: pd.DataFrame, choices: Sequence[str], width: int = 100, targets=("valence", "arousal")) -> str:
-    """The comparison table cut down to fit ``width`` columns: choices, Δr [95% CI] and p per target, a note.
+    """The comparison table cut down to fit ``width`` columns: choices, Δr [95% CI], p and (when the table
+    has them) BH q per target, a note.
 
-    The richest layout that fits wins: intervals are dropped first, then long choice values are shortened.
+    The richest layout that fits wins: q values go first, then intervals, then long choice values are shortened.
     """
     choices = [c for c in choices if c in table]
     oracle = table["oracle"].astype(str).str.lower() == "true" if "oracle" in table else pd.Series(False, table.index)
@@ -103,13 +106,16 @@ def terminal_view(table: pd.DataFrame, choices: Sequence[str], width: int = 100,
         note.append(",".join(flags))
     with_note = any(note)
 
-    def build(with_ci: bool, limit: int | None) -> str:
+    has_q = all(f"dr_{t}_q" in table for t in targets)
+
+    def build(with_ci: bool, with_q: bool, limit: int | None) -> str:
         header = ["job", *choices]
         right = [True, *(_numeric(table[c]) for c in choices)]
         for t in targets:
             short = t[:3]
             header += [f"Δr {short}", *([f"95% CI {short}"] if with_ci else []), f"p {short}"]
-            right += [True, *([True] if with_ci else []), True]
+            header += [f"q {short}"] if with_q else []
+            right += [True, *([True] if with_ci else []), True, *([True] if with_q else [])]
         if with_note:
             header.append("note")
             right.append(False)
@@ -124,14 +130,20 @@ def terminal_view(table: pd.DataFrame, choices: Sequence[str], width: int = 100,
                 if with_ci:
                     cells.append(_interval(r.get(f"dr_{t}_ci_low"), r.get(f"dr_{t}_ci_high")))
                 cells.append(format_cell(f"dr_{t}_p", r.get(f"dr_{t}_p")))
+                if with_q:
+                    cells.append(format_cell(f"dr_{t}_q", r.get(f"dr_{t}_q")))
             if with_note:
                 cells.append(note[i])
             rows.append(cells)
         return render(rows, header, right)
 
     text = ""
-    for with_ci, limit in ((True, None), (False, None), (False, 16), (False, 10), (False, 6)):
-        text = build(with_ci, limit)
+    layouts = [(True, True, None), (True, False, None), (False, True, None), (False, False, None)]
+    layouts += [(False, has_q, 16), (False, False, 16), (False, False, 10), (False, False, 6)]
+    for with_ci, with_q, limit in layouts:
+        if with_q and not has_q:
+            continue
+        text = build(with_ci, with_q, limit)
         if max(len(line) for line in text.splitlines()) <= width:
             return text
     return text
