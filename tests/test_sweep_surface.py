@@ -25,7 +25,7 @@ def test_parent_run_carries_fixed_config_varied_choices_summary_and_table(assets
     client, info, parent, children = parent_and_children(uri, sweep_dir)
     params, tags, metrics = parent.data.params, parent.data.tags, parent.data.metrics
     # the fixed part of the configuration as params; what varied as tags
-    assert params["binning.name"] == "9bin" and params["strength"] == "2" and params["layer.name"] == "conv4"
+    assert params["binning.name"] == "9bin" and float(params["strength"]) == 2 and params["layer.name"] == "conv4"
     assert "method.name" not in params
     assert tags["sweep_varied_values"] == "method: lrm, bypass"
     assert "method.name" in json.loads(tags["sweep_varied_params"])
