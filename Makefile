@@ -8,7 +8,6 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 export MLFLOW_DISABLE_TELEMETRY := true
-export HYDRA_FULL_ERROR := 1
 
 .PHONY: install run test lint ui sweep report bench clean
 EXPERIMENT ?= approaches

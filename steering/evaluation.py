@@ -1,8 +1,10 @@
 """Evaluating one steering configuration on loaded inputs: shared work, signals per sample, metrics.
 
 Three phases: configuration-independent work once per chunk (pass 1, baseline, the first steered
-block's output; memory and on-disk cache), each sample's signal, then only the configuration-
-dependent part, for every strength of the current sweep in one batched forward.
+block's output; memory and on-disk cache), each sample's signal (several draws for the random
+controls), then only the configuration-dependent part, for every strength of the current sweep
+and every draw in one batched forward. Sibling jobs of a sweep read their strength from an
+explicit :class:`~steering.reuse.SweepReuse` keyed on the whole configuration except strength.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,17 +24,19 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from steering.binning import Binning
-from steering.data import FeatureFile
+from steering.data import FeatureFile, indices_hash
 from steering.engine import SteeringSpec, steer_direct
-from steering.engine.assign import assign_signals
+from steering.engine.assign import MULTI_DRAW_MODES, Assignment, GaussianReference, assign_draws
 from steering.engine.chunked import plan_chunks, shared_bytes_per_clip, shared_chunk, steer_chunk
-from steering.engine.core import TARGETS
-from steering.engine.siblings import sweep_strengths
+from steering.engine.core import TARGETS, SharedPass
 from steering.engine.store import SharedPassStore, shared_key
 from steering.hardware import autocast, choose_precision
-from steering.metrics import pearson, target_metrics
+from steering.metrics import pearson
 from steering.model.lrm import PATHWAYS
+from steering.reuse import SweepReuse, reuse_key
+from steering.run_metrics import run_metrics
 from steering.signals import SignalSet
+from steering.signals.reference import reference_activations, reference_indices
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +59,7 @@ class RunResult:
 
 
 def per_category_table(pred: pd.DataFrame) -> pd.DataFrame:
-    """Per true category: counts, coverage, base/steered r and MAE, mean shift, per target."""
+    """Per true category: counts, coverage, base/steered r and MAE, mean shift, per target (one draw)."""
     rows = []
     for category, group in pred.groupby("category", sort=True):
         row: dict[str, Any] = {"category": category, "n": len(group), "n_steered": int(group["steered"].sum())}
@@ -70,6 +75,43 @@ def per_category_table(pred: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _draw_mean_per_category(pred: pd.DataFrame, steered: dict[str, np.ndarray], masks: np.ndarray) -> pd.DataFrame:
+    """The per-category table averaged over draws (each draw's own predictions and mask)."""
+    tables = []
+    for k in range(masks.shape[0]):
+        draw = pred.assign(steered=masks[k], **{f"steered_{t}": steered[t][k] for t in TARGETS})
+        tables.append(per_category_table(draw))
+    if len(tables) == 1:
+        return tables[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a category's r is nan in every draw
+        return pd.concat(tables).groupby("category", sort=True).mean().reset_index()
+
+
+def predicted_categories(cfg: DictConfig, binning: Binning, first: dict, base: dict) -> np.ndarray:
+    """Each clip's category from the model's own prediction: ``final`` (baseline, default) or ``pass1``."""
+    source = str(cfg.category.get("source", "final"))
+    pred = base if source == "final" else {t: first[t].reshape(-1) for t in TARGETS}
+    return binning.categorize(pred["valence"], pred["arousal"])
+
+
+def _warn_dominant(mode: str, labels: np.ndarray, limit: float = 0.9) -> None:
+    if mode not in ("oracle", "predicted", "shuffled") or not labels.size:
+        return
+    names, counts = np.unique(labels.astype(str), return_counts=True)
+    top = int(np.argmax(counts))
+    share = counts[top] / labels.size
+    if share > limit and names[top]:
+        log.warning(
+            "category=%s: %s takes %.0f%% of the %d evaluated clips; the condition is close to fixed:%s",
+            mode,
+            names[top],
+            100 * share,
+            labels.size,
+            names[top],
+        )
+
+
 def evaluate_configuration(
     cfg: DictConfig,
     model,
@@ -81,9 +123,13 @@ def evaluate_configuration(
     device: torch.device,
     model_hash: str,
     data_hash: str,
-    sweep_dir: str | Path | None = None,
+    reuse: SweepReuse | None = None,
 ) -> RunResult:
-    """Baseline and steered predictions of the ``eval_idx`` clips, and every metric of the run."""
+    """Baseline and steered predictions of the ``eval_idx`` clips, and every metric of the run.
+
+    ``reuse`` (one per sweep) lets the jobs of a sweep that differ only in strength share one
+    batched forward; without it only this run's strength is computed.
+    """
     batch_size = int(cfg.batch_size)
     per_clip = shared_bytes_per_clip(model, spec.first_block, ff.frames)
     chunks = plan_chunks(len(eval_idx), batch_size, per_clip)
@@ -129,102 +175,153 @@ def evaluate_configuration(
     base = {t: torch.cat([b[t] for b in bases]).view(-1).numpy() for t in TARGETS}
     ratings = {"valence": ff.valence[eval_idx], "arousal": ff.arousal[eval_idx]}
 
-    # Phase 2: each sample's signal.
+    # Phase 2: each sample's signal (several draws for the random controls).
+    mode = str(cfg.category.name)
     true_cats = binning.categorize(ratings["valence"], ratings["arousal"])
-    pred_cats = binning.categorize(first["valence"].reshape(-1), first["arousal"].reshape(-1))
-    assignment = assign_signals(
-        cfg.category.name,
+    reference = None
+    if mode == "random":
+        ref_idx = reference_indices(
+            signals,
+            ff,
+            data_hash,
+            split=str(cfg.signals.split),
+            scheme=str(cfg.data.split),
+            train_fraction=float(cfg.data.train_fraction),
+            exclude=eval_idx,
+        )
+        acts = reference_activations(
+            model,
+            ff,
+            ref_idx,
+            model_hash=model_hash,
+            data_hash=data_hash,
+            batch_size=batch_size,
+            device=device,
+            cache_dir=cache_dir(cfg),
+        )
+        reference = GaussianReference.from_activations(acts)
+    assignments = assign_draws(
+        mode,
+        draws=int(cfg.category.get("draws", 1)),
+        seed=int(cfg.seed),
         table=signals.vectors,
         true_categories=true_cats,
-        predicted_categories=pred_cats,
-        activations={p: first[f"{p}_128d"] for p in PATHWAYS},
-        weights=signals.counts,
+        predicted_categories=predicted_categories(cfg, binning, first, base) if mode == "predicted" else true_cats,
+        reference=reference,
+        grand_mean={p: signals.grand_mean(p) for p in PATHWAYS} if mode == "mean" else None,
         fixed_target=binning.canonical(cfg.category.target) if cfg.category.get("target") else None,
-        seed=int(cfg.seed),
     )
+    _warn_dominant(mode, assignments[0].labels)
 
-    # Phase 3: only the configuration-dependent part, all strengths of the sweep in one forward.
-    strengths = [spec.strength] if spec.priming else sorted({spec.strength, *sweep_strengths(sweep_dir)})
-    memo_key = (store.key, spec.connections, spec.method, spec.alpha, _assignment_hash(assignment))
-    cached = _STEERED_MEMO.get(memo_key, {})
-    if spec.strength not in cached:
+    # Phase 3: only the configuration-dependent part, all strengths and draws in one forward.
+    family = reuse_key(
+        cfg, model_hash, data_hash, signals.fingerprint(), store.key, precision, _assignment_hash(assignments)
+    )
+    steered = reuse.get(family, spec.strength) if reuse is not None else None
+    if steered is None:
+        strengths = reuse.strengths_for(spec.strength) if reuse is not None else [float(spec.strength)]
+        if spec.priming:
+            strengths = [float(spec.strength)]  # priming changes pass 1: no shared work to batch over
         with autocast(device, precision):
-            cached.update(
-                _steer_chunks(model, features_of, chunks, spec, assignment, strengths, shared_for, device, batch_size)
+            by_strength = _steer_chunks(
+                model, features_of, chunks, spec, assignments, strengths, shared_for, device, batch_size
             )
-        _STEERED_MEMO.clear()  # keep only the latest configuration family
-        _STEERED_MEMO[memo_key] = cached
-    steered = cached[spec.strength]
+        if reuse is not None:
+            reuse.put(family, by_strength)
+        steered = by_strength[float(spec.strength)]
 
+    masks = np.stack([a.mask for a in assignments])
     m = cfg.metrics
-    metrics: dict[str, float] = {}
-    for t in TARGETS:
-        metrics.update(
-            target_metrics(
-                ratings[t],
-                base[t],
-                steered[t],
-                prefix_target=t,
-                resamples=int(m.bootstrap_resamples),
-                confidence=float(m.confidence),
-                seed=int(m.seed),
-            )
-        )
+    metrics = run_metrics(
+        ratings,
+        base,
+        steered,
+        masks,
+        resamples=int(m.bootstrap_resamples),
+        confidence=float(m.confidence),
+        seed=int(m.seed),
+    )
     effect = {t: float(np.mean(np.abs(base[t] - first[t].reshape(-1)))) for t in TARGETS}
     metrics.update(
-        coverage=assignment.coverage,
+        coverage=float(np.mean([a.coverage for a in assignments])),
+        category_accuracy=float(np.mean([a.category_accuracy(true_cats) for a in assignments])),
         n_eval=float(len(eval_idx)),
         feedback_effect=float(np.mean(list(effect.values()))),
         **{f"feedback_effect_{t}": v for t, v in effect.items()},
     )
+    if mode in MULTI_DRAW_MODES:
+        metrics["draws"] = float(len(assignments))
     predictions = pd.DataFrame(
         {
             "audio_name": [ff.audio_names[i] for i in eval_idx],
             "valence": ratings["valence"],
             "arousal": ratings["arousal"],
             "category": true_cats,
-            "steered": assignment.mask,
+            "steered": assignments[0].mask,
             "base_valence": base["valence"],
             "base_arousal": base["arousal"],
-            "steered_valence": steered["valence"],
-            "steered_arousal": steered["arousal"],
-            "signal": assignment.labels,
+            "steered_valence": steered["valence"][0],
+            "steered_arousal": steered["arousal"][0],
+            "signal": assignments[0].labels,
         }
     )
+    if mode in MULTI_DRAW_MODES:
+        draw_columns = {f"steered_{t}_draw{k}": steered[t][k] for k in range(len(assignments)) for t in TARGETS}
+        predictions = pd.concat([predictions, pd.DataFrame(draw_columns)], axis=1)
     log.info("shared work: %s", store.hits)
-    return RunResult(metrics, predictions, per_category_table(predictions))
+    return RunResult(metrics, predictions, _draw_mean_per_category(predictions, steered, masks))
 
 
-#: Steered predictions of every strength of the current sweep, for the jobs that follow.
-_STEERED_MEMO: dict[tuple, dict[float, dict[str, np.ndarray]]] = {}
-
-
-def _assignment_hash(assignment) -> str:
-    digest = hashlib.sha256(assignment.mask.tobytes())
-    for p in PATHWAYS:
-        digest.update(np.ascontiguousarray(assignment.vectors[p]).tobytes())
+def _assignment_hash(assignments: list[Assignment]) -> str:
+    digest = hashlib.sha256()
+    for assignment in assignments:
+        digest.update(assignment.mask.tobytes())
+        digest.update("|".join(map(str, assignment.labels)).encode())
+        for p in PATHWAYS:
+            digest.update(np.ascontiguousarray(assignment.vectors[p]).tobytes())
     return digest.hexdigest()[:16]
 
 
+def _steer_draws(
+    model, shared: SharedPass, spec, signals: dict[str, torch.Tensor], masks: torch.Tensor, strengths, batch_size
+) -> dict[str, torch.Tensor]:
+    """{target: (S, D, n)} for D draws of signals (D, n, 128) and masks (D, n) on one chunk's shared work.
+
+    On the pooled (last-block) path the draws are stacked along the batch, so one small batched
+    forward serves every draw and strength; otherwise each draw reuses the chunk's shared work.
+    """
+    d, n = masks.shape
+    if d > 1 and shared.pooled:
+        tiled = SharedPass.concat([shared] * d)
+        flat = {p: v.reshape(d * n, -1) for p, v in signals.items()}
+        out = steer_chunk(model, tiled, spec, flat, masks.reshape(-1), strengths, batch_size)
+        return {t: v.view(v.shape[0], d, n) for t, v in out.items()}
+    outs = [
+        steer_chunk(model, shared, spec, {p: v[k] for p, v in signals.items()}, masks[k], strengths, batch_size)
+        for k in range(d)
+    ]
+    return {t: torch.stack([o[t] for o in outs], dim=1) for t in TARGETS}
+
+
 def _steer_chunks(
-    model, features_of, chunks, spec, assignment, strengths, shared_for, device, batch_size
-) -> dict[float, dict]:
-    """Steered predictions {strength: {target: (N,)}}; results stay on the device until the end."""
+    model, features_of, chunks, spec, assignments, strengths, shared_for, device, batch_size
+) -> dict[float, dict[str, np.ndarray]]:
+    """Steered predictions {strength: {target: (D, N)}}; results stay on the device until the end."""
     s_tensor = torch.tensor(strengths, dtype=torch.float32, device=device)
     outs: dict[str, list[torch.Tensor]] = {t: [] for t in TARGETS}
     for i, rows in enumerate(tqdm(chunks, desc="steer", unit="chunk", disable=len(chunks) < 4)):
-        sig = {p: torch.from_numpy(assignment.vectors[p][rows]).to(device) for p in PATHWAYS}
-        mask = torch.from_numpy(assignment.mask[rows]).to(device)
+        sig = {p: torch.stack([torch.from_numpy(a.vectors[p][rows]) for a in assignments]).to(device) for p in PATHWAYS}
+        mask = torch.stack([torch.from_numpy(a.mask[rows]) for a in assignments]).to(device)
         if spec.priming:
-            out = steer_direct(model, features_of(rows), spec, sig, mask)
-            out = {t: v.view(1, -1) for t, v in out.items()}
+            feats = features_of(rows)
+            per_draw = [
+                steer_direct(model, feats, spec, {p: v[k] for p, v in sig.items()}, mask[k])
+                for k in range(len(assignments))
+            ]
+            out = {t: torch.stack([o[t] for o in per_draw]).unsqueeze(0) for t in TARGETS}
         else:
-            out = steer_chunk(model, shared_for(i), spec, sig, mask, s_tensor, batch_size)
+            out = _steer_draws(model, shared_for(i), spec, sig, mask, s_tensor, batch_size)
         for t in TARGETS:
             outs[t].append(out[t])
-    stacked = {t: torch.cat(v, dim=1).float().cpu().numpy() for t, v in outs.items()}
+    stacked = {t: torch.cat(v, dim=2).float().cpu().numpy() for t, v in outs.items()}
     return {s: {t: stacked[t][j] for t in TARGETS} for j, s in enumerate(strengths)}
-
-
-def indices_hash(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.int64).tobytes()).hexdigest()[:16]

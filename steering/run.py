@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -11,7 +13,30 @@ from omegaconf import DictConfig
 
 from steering.config import config_dir
 
+if TYPE_CHECKING:
+    from steering.reuse import SweepReuse
+
 log = logging.getLogger("steering.run")
+
+#: The one sweep-scoped reuse object of this process: (sweep identity, object). A new sweep, or a
+#: standalone run, never sees another sweep's predictions.
+_current_sweep: dict[str, tuple[tuple, SweepReuse]] = {}
+
+
+def sweep_reuse(sweep_dir: str | Path | None) -> SweepReuse | None:
+    """The reuse object of the sweep in ``sweep_dir`` (created on its first job), or None outside sweeps."""
+    from steering.reuse import SweepReuse
+
+    if sweep_dir is None:
+        _current_sweep.clear()
+        return None
+    plan = Path(sweep_dir) / "multirun.yaml"
+    identity = (str(Path(sweep_dir).resolve()), plan.stat().st_mtime_ns if plan.is_file() else None)
+    held = _current_sweep.get("sweep")
+    if held is None or held[0] != identity:
+        held = (identity, SweepReuse.for_sweep(sweep_dir))
+        _current_sweep["sweep"] = held
+    return held[1]
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="run")
@@ -20,7 +45,7 @@ def main(cfg: DictConfig) -> float:
 
     hydra_cfg = HydraConfig.get()
     sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
-    result = evaluate(cfg, sweep_dir=sweep_dir)
+    result = evaluate(cfg, sweep_dir=sweep_dir, reuse=sweep_reuse(sweep_dir))
     log.info("%s", summary(cfg, result, sweep_dir))  # terminal and the job's log file
     # The return value lets optimisation sweepers (e.g. Optuna) maximise the valence gain.
     return float(result.metrics["dr_valence"])

@@ -17,11 +17,12 @@ from steering.binning import Binning
 from steering.data import FeatureFile, file_hash, split_indices
 from steering.dataset_input import log_feature_input
 from steering.engine import SteeringSpec, select_connections
-from steering.engine.assign import ORACLE_MODES
+from steering.engine.assign import CATEGORY_SOURCES, ORACLE_MODES
 from steering.evaluation import TARGETS, RunResult, cache_dir, evaluate_configuration
 from steering.hardware import cpu_threads, resolve_device
 from steering.inputs import resolve_inputs
 from steering.model import Connection, load_model
+from steering.reuse import SweepReuse
 from steering.signals import SignalSet, cached_signals, extract_signals, load_signals, save_signals
 from steering.tracking import config_hash, configure, find_finished, job_run, sweep_choices, sweep_parent
 from steering.ui_links import how_to_open, store_uri
@@ -57,7 +58,7 @@ def run_name(cfg: DictConfig, leading: Mapping[str, str] | None = None) -> str:
         "method": str(cfg.method.name),
         "strength": f"s{cfg.strength:g}",
         "alpha": f"a{cfg.alpha:g}" if float(cfg.alpha) != 1.0 else "",
-        "category": cfg.category.name + (f":{cfg.category.target}" if cfg.category.name == "fixed" else ""),
+        "category": _category_part(cfg),
         "priming": "primed" if cfg.priming else "",
     }
     first = []
@@ -72,6 +73,13 @@ def run_name(cfg: DictConfig, leading: Mapping[str, str] | None = None) -> str:
     shown = {k.lstrip("+~") for k in leading or {}}
     rest = "-".join(v for k, v in named.items() if v and k not in shown)
     return f"{'-'.join(first)} · {rest}" if first else rest
+
+
+def _category_part(cfg: DictConfig) -> str:
+    category = cfg.category.name + (f":{cfg.category.target}" if cfg.category.name == "fixed" else "")
+    if cfg.category.name == "predicted" and cfg.category.get("source", "final") != "final":
+        category += f":{cfg.category.source}"
+    return category
 
 
 def _load_or_extract_signals(
@@ -96,13 +104,20 @@ def _load_or_extract_signals(
             model, ff, indices, binning, batch_size=cfg.batch_size, device=device, provenance=provenance
         )
 
-    return cached_signals(model_hash, data_hash, f"{cfg.data.split}:{split}", binning, cache_dir(cfg), build)
+    return cached_signals(model_hash, data_hash, indices, binning, cache_dir(cfg), build)
 
 
 def evaluate(
-    cfg: DictConfig, sweep_dir: str | Path | None = None, extra_tags: Mapping[str, str] | None = None
+    cfg: DictConfig,
+    sweep_dir: str | Path | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+    reuse: SweepReuse | None = None,
 ) -> RunResult:
-    """Run one configuration end to end and log it as one MLflow run (with ``extra_tags``, e.g. a sweep role)."""
+    """Run one configuration end to end and log it as one MLflow run (with ``extra_tags``, e.g. a sweep role).
+
+    ``reuse``: the sweep's :class:`SweepReuse` (created per sweep by the app), so sibling strengths
+    share one forward; ``None`` computes only this run's strength.
+    """
     device = resolve_device(cfg.device)
     binning = Binning.from_mapping(cfg.binning)
     if cfg.model.get("checkpoint") is None and cfg.model.get("arch") is not None:
@@ -111,6 +126,10 @@ def evaluate(
         steering_spec(cfg, arch_conns)
     if cfg.forward_passes < 2:
         raise ValueError("forward_passes must be >= 2: steering acts through the feedback of later passes")
+    if str(cfg.category.get("source", "final")) not in CATEGORY_SOURCES:
+        raise ValueError(f"category.source must be one of {CATEGORY_SOURCES}, got {cfg.category.source!r}")
+    if int(cfg.category.get("draws", 1)) < 1:
+        raise ValueError(f"category.draws must be >= 1, got {cfg.category.draws}")
     checkpoint, features = resolve_inputs(cfg)
     model = load_model(checkpoint, device=device)
     spec = steering_spec(cfg, model.connections)
@@ -155,7 +174,7 @@ def evaluate(
         )
         with cpu_threads(cfg.get("threads")):
             result = evaluate_configuration(
-                cfg, model, ff, eval_idx, spec, signals, binning, device, model_hash, data_hash, sweep_dir
+                cfg, model, ff, eval_idx, spec, signals, binning, device, model_hash, data_hash, reuse
             )
         mlflow.log_metrics({k: v for k, v in result.metrics.items() if v is not None and math.isfinite(v)})
         _log_artifacts(result, signals)
@@ -209,7 +228,10 @@ def summary(cfg: DictConfig, result: RunResult, sweep_dir: str | Path | None = N
             f"  {t:8s} r {m[f'r_base_{t}']:.4f} -> {m[f'r_steered_{t}']:.4f}   "
             f"dr {m[f'dr_{t}']:+.4f} [{m[f'dr_{t}_ci_low']:+.4f}, {m[f'dr_{t}_ci_high']:+.4f}]  "
             f"p={m[f'dr_{t}_p']:.2g}"
+            + (f"   over {int(m['draws'])} draws: sd {m[f'dr_{t}_draws_sd']:.4f}" if f"dr_{t}_draws_sd" in m else "")
         )
+    if "category_accuracy" in m and cfg.category.name not in ("random", "mean"):
+        lines.append(f"  {m['category_accuracy']:.1%} of the clips get the signal of their own category")
     lines.append(f"  own feedback moves predictions by {m['feedback_effect']:.4f} on average")
     if result.tags.get("oracle") == "true":
         lines.append("  oracle: signals chosen from the evaluated samples' own ratings")

@@ -36,18 +36,30 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def git_commit(cwd: str | Path | None = None) -> str:
-    """The working tree's commit (with ``-dirty`` when modified), or ``unknown``."""
+def git_commit(where: str | Path | None = None) -> str:
+    """The commit of the checkout holding the ``steering`` package (``-dirty`` when modified), or ``unknown``.
+
+    Resolved from the package's own location, not the working directory, so runs started from any
+    folder record the code they ran; ``unknown`` only when the package is not in a git checkout.
+    """
+    import steering
+
+    cwd = Path(where) if where is not None else Path(steering.__file__).resolve().parent
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=5
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return sha + ("-dirty" if dirty else "") if sha else "unknown"
 
 
 def configure(uri: str, experiment: str) -> str:
@@ -67,10 +79,14 @@ VOLATILE_KEYS = ("tracking", "cache", "demo.cache_dir", "demo.workers", "demo.pr
 VOLATILE_KEYS += ("confirm",)
 
 
-def config_hash(cfg: DictConfig, *content_hashes: str) -> str:
-    """Hash of what a run computes: the resolved config without volatile keys, plus input file hashes."""
+def config_hash(cfg: DictConfig, *content_hashes: str, exclude: tuple[str, ...] = ()) -> str:
+    """Hash of what a run computes: the resolved config without volatile keys, plus input file hashes.
+
+    ``exclude`` leaves out further keys (and their children), e.g. ``strength`` for sibling reuse.
+    """
     resolved = flatten(OmegaConf.to_container(cfg, resolve=True))
-    kept = {k: v for k, v in resolved.items() if not any(k == v_ or k.startswith(v_ + ".") for v_ in VOLATILE_KEYS)}
+    dropped = (*VOLATILE_KEYS, *exclude)
+    kept = {k: v for k, v in resolved.items() if not any(k == v_ or k.startswith(v_ + ".") for v_ in dropped)}
     payload = json.dumps([kept, list(content_hashes)], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 

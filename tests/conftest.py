@@ -108,9 +108,9 @@ def _one_torch_thread():
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
     """Each test starts without the in-process caches of earlier tests (files differ per test)."""
-    from steering import evaluation
+    from steering import run
     from steering.engine import store
 
     store.clear_memory()
-    evaluation._STEERED_MEMO.clear()
+    run._current_sweep.clear()
     yield

@@ -178,3 +178,17 @@ def test_command_line_error_is_short_and_creates_nothing(tmp_path):
     assert "full_key: batch_size" in proc.stderr and "must be >= 1" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []  # no outputs/, no mlflow.db
+
+
+def test_a_users_own_binning_on_the_search_path_is_checked_too(tmp_path):
+    """README: your own binning YAML via hydra.searchpath; the schema still applies (and is still found)."""
+    (tmp_path / "binning").mkdir()
+    axis = "{thresholds: [0.0], names: [low, high]}"
+    (tmp_path / "binning" / "quad.yaml").write_text(f"name: quad\nvalence: {axis}\narousal: {axis}\n")
+    (tmp_path / "binning" / "bad.yaml").write_text("name: bad\nvalence: {thresholds: [x], names: [a, b]}\n")
+    searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+    cfg = composed("run", searchpath, "binning=quad")
+    assert cfg.binning.name == "quad" and cfg.binning.min_samples == 15  # the schema's default
+    with pytest.raises(ConfigCompositionException) as info:
+        composed("run", searchpath, "binning=bad")
+    assert "full_key: binning.valence.thresholds[0]" in error_text(info.value)

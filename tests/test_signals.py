@@ -15,6 +15,7 @@ from steering.data import FeatureFile, split_indices
 from steering.signals import (
     SignalFileError,
     SignalSet,
+    cache_key,
     cached_signals,
     extract_signals,
     load_signals,
@@ -258,24 +259,46 @@ def test_single_category_diagnostics_are_nan_not_errors():
 def test_cached_signals_build_once_per_key(tmp_path, bin9, bin25):
     calls = []
     vectors = {"neutral_moderate": {"valence": np.ones(128), "arousal": np.zeros(128)}}
+    train, other = np.arange(0, 30), np.arange(0, 40)
 
     def build(name="9bin"):
         calls.append(name)
         return SignalSet(name, {k: dict(v) for k, v in vectors.items()}, {"neutral_moderate": 20}, {"split": "train"})
 
-    first = cached_signals("m1", "d1", "train", bin9, tmp_path, build)
-    second = cached_signals("m1", "d1", "train", bin9, tmp_path, build)
+    first = cached_signals("m1", "d1", train, bin9, tmp_path, build)
+    second = cached_signals("m1", "d1", train[::-1].copy(), bin9, tmp_path, build)  # same set, any order
     assert len(calls) == 1 and second.fingerprint() == first.fingerprint()
     assert second.source_path == first.source_path and second.source_path.parent == tmp_path
-    cached_signals("m1", "d1", "all", bin9, tmp_path, build)  # another split: another key
-    cached_signals("m2", "d1", "train", bin9, tmp_path, build)  # another checkpoint
+    cached_signals("m1", "d1", other, bin9, tmp_path, build)  # other indices: another key
+    cached_signals("m2", "d1", train, bin9, tmp_path, build)  # another checkpoint
     assert len(calls) == 3
     first.source_path.write_text("{broken")  # a corrupt cache entry is rebuilt, not trusted
-    cached_signals("m1", "d1", "train", bin9, tmp_path, build)
+    cached_signals("m1", "d1", train, bin9, tmp_path, build)
     assert len(calls) == 4
-    cached_signals("m1", "d1", "train", bin9, None, build)  # caching off
-    cached_signals("m1", "d1", "train", bin9, None, build)
+    cached_signals("m1", "d1", train, bin9, None, build)  # caching off
+    cached_signals("m1", "d1", train, bin9, None, build)
     assert len(calls) == 6
+
+
+def test_cache_key_is_the_exact_indices_not_the_split_name(bin9):
+    from steering.data import split_indices
+
+    key = cache_key("m", "d", split_indices(1000, "train", "threeway", 0.7), bin9)
+    assert cache_key("m", "d", split_indices(1000, "train", "threeway", 0.6), bin9) != key
+    assert cache_key("m", "d", split_indices(1000, "train", "legacy", 0.7), bin9) == key  # the same clips
+
+
+def test_grand_mean_is_unweighted_with_a_warning_when_counts_are_missing(caplog):
+    vecs = {
+        "a_x": {"valence": np.full(128, 1.0), "arousal": np.zeros(128)},
+        "b_y": {"valence": np.full(128, 3.0), "arousal": np.zeros(128)},
+    }
+    weighted = SignalSet("9bin", vecs, {"a_x": 3, "b_y": 1})
+    np.testing.assert_allclose(weighted.grand_mean("valence"), 1.5)
+    with caplog.at_level("WARNING"):
+        missing = SignalSet("9bin", vecs, {"a_x": 0, "b_y": 0}).grand_mean("valence")
+    np.testing.assert_allclose(missing, 2.0)
+    assert "unweighted" in caplog.text and "a_x" in caplog.text
 
 
 # --------------------------------------------------------------------------- app

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from steering import evaluation, runner
+from steering import runner
 from steering.engine import chunked, store
 from steering.engine.siblings import sweep_strengths
+from steering.reuse import SweepReuse
 from tests.test_run import _cfg, assets  # noqa: F401  (fixture)
 
 
@@ -38,11 +39,14 @@ def test_sibling_strengths_share_one_forward_and_match_single_runs(assets, monke
         return real(*args, **kwargs)
 
     monkeypatch.setattr(chunked, "steer_from_shared", counting)
-    evaluation._STEERED_MEMO.clear()
-    swept = {s: runner.evaluate(_cfg(assets, "method=bypass", f"strength={s}"), sweep_dir=sweep_dir) for s in (0, 1, 3)}
+    reuse = SweepReuse.for_sweep(sweep_dir)
+    swept = {
+        s: runner.evaluate(_cfg(assets, "method=bypass", f"strength={s}"), sweep_dir=sweep_dir, reuse=reuse)
+        for s in (0, 1, 3)
+    }
     n_chunks = len(calls)
     assert n_chunks > 0 and all(c == 3 for c in calls)  # one pass over the chunks, 3 strengths each
-    evaluation._STEERED_MEMO.clear()
+    assert reuse.hits == 2 and len(reuse) == 1
     calls.clear()
     single = runner.evaluate(_cfg(assets, "method=bypass", "strength=3"))
     assert all(c == 1 for c in calls)
@@ -55,7 +59,6 @@ def test_sibling_strengths_share_one_forward_and_match_single_runs(assets, monke
 def test_shared_work_is_read_back_from_the_disk_cache(assets, monkeypatch):  # noqa: F811
     first = runner.evaluate(_cfg(assets, "method=direct", "strength=2"))
     store.clear_memory()
-    evaluation._STEERED_MEMO.clear()
 
     def fail(*_a, **_k):
         raise AssertionError("shared work recomputed despite the disk cache")

@@ -1,16 +1,22 @@
 """A Hydra config source that serves steering's structured-config schemas (``steering/config/schema.py``).
 
-The apps' primary configs name it in ``hydra.searchpath`` (``steering-schema://steering.config``) and
-extend ``run_schema``, ``train_schema``, ... in their defaults. A config source (rather than Hydra's
+The apps' primary configs extend ``run_schema``, ``train_schema``, ... in their defaults; the search
+path plugin below puts this source (``steering-schema://steering.config``) on every search path, so
+a user's own ``hydra.searchpath=[...]`` does not lose it. A config source (rather than Hydra's
 ConfigStore) keeps ``--help`` fast: Hydra deep-copies the whole ConfigStore for every config group it
 lists, while this source holds nothing but its name and builds a schema only when one is loaded.
-Hydra discovers it as a plugin in the ``hydra_plugins`` namespace package; importing it is cheap.
+Hydra discovers both plugins in the ``hydra_plugins`` namespace package; importing them is cheap
+(steering itself is imported only when a schema is looked up).
 """
 
 from __future__ import annotations
 
+from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.object_type import ObjectType
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+SCHEME = "steering-schema"
 
 
 def _schemas() -> dict[str, type]:
@@ -24,7 +30,7 @@ class SteeringSchemaSource(ConfigSource):
 
     @staticmethod
     def scheme() -> str:
-        return "steering-schema"
+        return SCHEME
 
     def _name(self, config_path: str) -> str:
         return self._normalize_file_name(config_path.strip("/")).removesuffix(".yaml")
@@ -56,3 +62,10 @@ class SteeringSchemaSource(ConfigSource):
         if config_path.strip("/") != "" or results_filter == ObjectType.GROUP:
             return []
         return sorted(_schemas())
+
+
+class SteeringSchemaSearchPath(SearchPathPlugin):
+    """Appends the schema source to the config search path (it only adds the ``*_schema`` names)."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        search_path.append(provider="steering", path=f"{SCHEME}://steering.config")

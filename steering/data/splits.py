@@ -10,6 +10,8 @@ seed: ``val`` for choosing checkpoints and strengths, ``test`` for reporting.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 SPLIT_NAMES = ("train", "val", "test", "all")
@@ -56,3 +58,8 @@ def split_indices(n: int, name: str, scheme: str = "threeway", train_fraction: f
         train, val, test = threeway_split(n, train_fraction=train_fraction)
         return {"train": train, "val": val, "test": test}[name]
     raise ValueError(f"unknown split scheme {scheme!r}; expected one of {SCHEMES}")
+
+
+def indices_hash(indices: np.ndarray) -> str:
+    """Content hash of an index array (order kept): what a cache keyed on "these clips" must use."""
+    return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]

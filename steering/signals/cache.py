@@ -5,25 +5,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from steering.binning import Binning
+from steering.data.splits import indices_hash
 from steering.signals.io import SignalFileError, load_signals, save_signals
 from steering.signals.signalset import SignalSet
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: keyed on the exact sample indices, not the split name
 
 
-def cache_key(model_hash: str, data_hash: str, split: str, binning: Binning) -> str:
-    """Content-hash key: checkpoint, data, split and the full binning scheme (thresholds, min_samples)."""
+def cache_key(model_hash: str, data_hash: str, indices: Sequence[int] | np.ndarray, binning: Binning) -> str:
+    """Content-hash key: checkpoint, data, the exact sample indices and the full binning scheme.
+
+    The indices are hashed as a set (sorted, unique: a mean does not depend on their order), so two
+    splits with the same name but another ``train_fraction`` or scheme never share an entry.
+    """
     spec = {
         "format": CACHE_FORMAT,
         "model": model_hash,
         "data": data_hash,
-        "split": split,
+        "indices": indices_hash(np.unique(np.asarray(indices, dtype=np.int64))),
         "binning": binning.to_dict(),
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
@@ -32,7 +39,7 @@ def cache_key(model_hash: str, data_hash: str, split: str, binning: Binning) -> 
 def cached_signals(
     model_hash: str,
     data_hash: str,
-    split: str,
+    indices: Sequence[int] | np.ndarray,
     binning: Binning,
     cache_dir: str | Path | None,
     build: Callable[[], SignalSet],
@@ -44,7 +51,7 @@ def cached_signals(
     """
     if cache_dir is None:
         return build()
-    path = Path(cache_dir) / f"signals_{binning.name}_{cache_key(model_hash, data_hash, split, binning)}.json"
+    path = Path(cache_dir) / f"signals_{binning.name}_{cache_key(model_hash, data_hash, indices, binning)}.json"
     if path.is_file():
         try:
             signals = load_signals(path, binning)

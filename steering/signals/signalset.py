@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 PATHWAYS = ("valence", "arousal")
 SIGNAL_DIM = 128
@@ -53,10 +56,20 @@ class SignalSet:
         return np.stack([self.vector(c, pathway) for c in cats])
 
     def grand_mean(self, pathway: str) -> np.ndarray:
-        """Sample-weighted mean of the category signals (unweighted when counts are missing)."""
+        """Sample-weighted mean of the category signals; unweighted (with a warning) when counts are missing.
+
+        A category with a signal but no positive ``samples_count`` (files written without counts
+        read as 0) makes the weights meaningless, so then every category weighs the same.
+        """
         mat = self.matrix(pathway)
         weights = np.array([self.counts.get(c, 0) for c in self.categories], dtype=np.float64)
-        if weights.sum() <= 0:
+        if not (weights > 0).all():
+            missing = [c for c, w in zip(self.categories, weights) if w <= 0]
+            log.warning(
+                "signals %s: no samples_count for %s; the grand mean is unweighted",
+                self.source_path or self.binning_name,
+                ", ".join(missing),
+            )
             weights = np.ones(len(mat))
         return (weights[:, None] * mat).sum(axis=0) / weights.sum()
 

@@ -1,0 +1,67 @@
+"""Sibling reuse inside one sweep: steered predictions of every strength, computed in one forward.
+
+Jobs of a sweep that differ only in ``strength`` share everything else, so the first of them
+steers once for all the sweep's strengths and the others read their column. A :class:`SweepReuse`
+is created per sweep (by the app, never at module level of the library) and passed down; its key
+is the hash of the WHOLE resolved configuration except ``strength`` plus every input the steered
+predictions depend on, so no other field can be silently shared.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from steering.engine.siblings import sweep_strengths
+from steering.tracking import config_hash
+
+log = logging.getLogger(__name__)
+
+#: Steered predictions of one configuration: {strength: {target: (draws, N)}}.
+ByStrength = dict[float, dict[str, np.ndarray]]
+
+
+def reuse_key(cfg: DictConfig, *content_hashes: str) -> str:
+    """Key of a configuration family: the resolved config minus ``strength`` (and volatile keys), plus inputs."""
+    return config_hash(cfg, *content_hashes, exclude=("strength",))
+
+
+class SweepReuse:
+    """Steered predictions of the current sweep's configurations, at every strength the sweep asks for."""
+
+    def __init__(self, strengths: tuple[float, ...] = (), max_entries: int = 64) -> None:
+        self.strengths = tuple(sorted(set(strengths)))
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, ByStrength] = OrderedDict()
+        self.hits = 0
+
+    @classmethod
+    def for_sweep(cls, sweep_dir: str | Path | None) -> SweepReuse:
+        """A fresh reuse object for the sweep in ``sweep_dir`` (its strengths from ``multirun.yaml``)."""
+        return cls(tuple(sweep_strengths(sweep_dir)))
+
+    def strengths_for(self, strength: float) -> list[float]:
+        """The strengths to compute together when ``strength`` is not stored yet."""
+        return sorted({float(strength), *self.strengths})
+
+    def get(self, key: str, strength: float) -> dict[str, np.ndarray] | None:
+        entry = self._entries.get(key)
+        if entry is None or float(strength) not in entry:
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        log.info("steered predictions reused from a sibling job (strength %g)", strength)
+        return entry[float(strength)]
+
+    def put(self, key: str, by_strength: ByStrength) -> None:
+        self._entries.setdefault(key, {}).update({float(s): v for s, v in by_strength.items()})
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,94 @@
+"""A run's metrics from its predictions, for one signal draw or the mean over several.
+
+Single-draw modes log exactly :func:`steering.metrics.target_metrics`. Multi-draw controls
+(``random``, ``shuffled``) report the mean over draws of every per-draw statistic, so that
+``dr_t = r_steered_t - r_base_t`` still holds, plus the spread of Δr over draws
+(``dr_t_draws_sd``, ``_min``, ``_max``). Their interval and p-value are those of the draw-mean Δr:
+a paired bootstrap over clips in which every resample scores all draws on the same clips (the
+draws are held fixed: the question is whether the control, as drawn, changes r), the percentile
+interval, and the two-sided bootstrap p that inverts it, ``2 min(P*(d <= 0), P*(d >= 0))`` with
+the (k + 1) / (R + 1) correction. Williams' t and Zou's interval concern one pair of correlations,
+so they are not reported for multi-draw runs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from steering.engine.core import TARGETS
+from steering.metrics import bootstrap_dr_samples, pearson, target_metrics
+
+#: Per-draw statistics averaged over draws (the Δr itself is handled separately).
+_AVERAGED = ("r_steered", "ccc_steered", "mae_steered", "shift")
+
+
+def _extra_metrics(t: str, y: np.ndarray, base: np.ndarray, steered: np.ndarray, mask: np.ndarray) -> dict:
+    """``improved_share_t`` over steered clips; ``dr_t_steered_only`` when some clips are unsteered."""
+    out: dict[str, float] = {}
+    if mask.any():
+        improved = np.abs(steered[mask] - y[mask]) < np.abs(base[mask] - y[mask])
+        out[f"improved_share_{t}"] = float(improved.mean())
+    if not mask.all() and mask.sum() >= 3:
+        dr = pearson(steered[mask], y[mask]) - pearson(base[mask], y[mask])
+        if math.isfinite(dr):
+            out[f"dr_{t}_steered_only"] = dr
+    return out
+
+
+def _bootstrap_p(diffs: np.ndarray) -> float:
+    diffs = diffs[np.isfinite(diffs)]
+    if diffs.size == 0:
+        return math.nan
+    tail = min(int((diffs <= 0).sum()), int((diffs >= 0).sum()))
+    return float(min(1.0, 2 * (tail + 1) / (diffs.size + 1)))
+
+
+def run_metrics(
+    ratings: dict[str, np.ndarray],
+    base: dict[str, np.ndarray],
+    steered: dict[str, np.ndarray],
+    masks: np.ndarray,
+    *,
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, float]:
+    """Metrics of both targets; ``steered[t]`` and ``masks`` are (draws, N)."""
+    draws = masks.shape[0]
+    metrics: dict[str, float] = {}
+    for t in TARGETS:
+        y, b = ratings[t], base[t]
+        if draws == 1:
+            metrics.update(
+                target_metrics(
+                    y, b, steered[t][0], prefix_target=t, resamples=resamples, confidence=confidence, seed=seed
+                )
+            )
+            metrics.update(_extra_metrics(t, y, b, steered[t][0], masks[0]))
+            continue
+        per_draw = [target_metrics(y, b, s, prefix_target=t, resamples=0) for s in steered[t]]
+        dr = np.array([d[f"dr_{t}"] for d in per_draw])
+        metrics.update({k: v for k, v in per_draw[0].items() if k.startswith(("r_base", "ccc_base", "mae_base"))})
+        for stat in _AVERAGED:
+            metrics[f"{stat}_{t}"] = float(np.mean([d[f"{stat}_{t}"] for d in per_draw]))
+        metrics[f"dr_{t}"] = float(dr.mean())
+        metrics[f"dr_{t}_draws_sd"] = float(dr.std(ddof=1))
+        metrics[f"dr_{t}_draws_min"] = float(dr.min())
+        metrics[f"dr_{t}_draws_max"] = float(dr.max())
+        if all(np.array_equal(s, b) for s in steered[t]):
+            metrics.update({f"dr_{t}_ci_low": 0.0, f"dr_{t}_ci_high": 0.0, f"dr_{t}_p": 1.0})
+        else:
+            # The same seed gives every draw the same resampled clips: a paired bootstrap of the mean.
+            boot = np.mean([bootstrap_dr_samples(y, b, s, resamples, seed) for s in steered[t]], axis=0)
+            finite = boot[np.isfinite(boot)]
+            alpha = (1 - confidence) / 2
+            low, high = np.quantile(finite, [alpha, 1 - alpha]) if finite.size else (math.nan, math.nan)
+            metrics.update(
+                {f"dr_{t}_ci_low": float(low), f"dr_{t}_ci_high": float(high), f"dr_{t}_p": _bootstrap_p(boot)}
+            )
+        extras = [_extra_metrics(t, y, b, s, m) for s, m in zip(steered[t], masks)]
+        for name in extras[0]:
+            metrics[name] = float(np.mean([e[name] for e in extras if name in e]))
+    return metrics
