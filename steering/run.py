@@ -48,7 +48,7 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
     result = evaluate(cfg, sweep_dir=sweep_dir, reuse=sweep_reuse(sweep_dir))
-    print(summary(cfg, result), flush=True)
+    log.info("%s", summary(cfg, result, sweep_dir))  # terminal and the job's log file
     # The return value lets optimisation sweepers (e.g. Optuna) maximise the valence gain.
     return float(result.metrics["dr_valence"])
 

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from steering.binning import Binning
 from steering.data import FeatureFile, file_hash, split_indices
+from steering.dataset_input import log_feature_input
 from steering.engine import SteeringSpec, select_connections
 from steering.engine.assign import CATEGORY_SOURCES, ORACLE_MODES
 from steering.errors import ConfigError
@@ -26,7 +27,8 @@ from steering.results import artifact_files, logging_failed, mark_logged, record
 from steering.resume import fail_dead_runs
 from steering.reuse import SweepReuse
 from steering.signals import SignalSet, cached_signals, extract_signals, load_signals, save_signals
-from steering.tracking import config_hash, configure, find_finished, job_run, sweep_parent
+from steering.tracking import config_hash, configure, find_finished, job_run, sweep_choices, sweep_parent
+from steering.ui_links import how_to_open, store_uri
 from steering.validation import (
     check_finite_results,
     check_input_paths,
@@ -48,18 +50,46 @@ def steering_spec(cfg: DictConfig, connections: tuple[Connection, ...]) -> Steer
     )
 
 
-def run_name(cfg: DictConfig) -> str:
-    """Readable name from the choices, e.g. ``9bin-valence-conv4-lrm-s1.5-oracle``."""
-    parts = [cfg.binning.name, cfg.pathway.name, cfg.layer.name, cfg.method.name, f"s{cfg.strength:g}"]
-    if float(cfg.alpha) != 1.0:
-        parts.append(f"a{cfg.alpha:g}")
+#: How a choice reads in a run name (the rest read ``key=value``).
+_SHORT = {"strength": "s{}", "alpha": "a{}"}
+_BARE = ("binning", "pathway", "layer", "method", "category", "approach")
+
+
+def run_name(cfg: DictConfig, leading: Mapping[str, str] | None = None) -> str:
+    """Readable name from the choices, e.g. ``9bin-valence-conv4-lrm-s1.5-oracle``.
+
+    ``leading`` (in a sweep: the choices it varies, as typed) comes first, so that the MLflow runs
+    list, which cuts long names, shows what tells the jobs apart: ``bypass-s2 · 9bin-valence-conv4-oracle``.
+    """
+    named = {
+        "binning": str(cfg.binning.name),
+        "pathway": str(cfg.pathway.name),
+        "layer": str(cfg.layer.name),
+        "method": str(cfg.method.name),
+        "strength": f"s{cfg.strength:g}",
+        "alpha": f"a{cfg.alpha:g}" if float(cfg.alpha) != 1.0 else "",
+        "category": _category_part(cfg),
+        "priming": "primed" if cfg.priming else "",
+    }
+    first = []
+    for key, value in (leading or {}).items():
+        key = key.lstrip("+~")
+        if key in _SHORT:
+            first.append(_SHORT[key].format(value))
+        elif key in _BARE:
+            first.append(named.get(key) or str(value))
+        else:
+            first.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    shown = {k.lstrip("+~") for k in leading or {}}
+    rest = "-".join(v for k, v in named.items() if v and k not in shown)
+    return f"{'-'.join(first)} · {rest}" if first else rest
+
+
+def _category_part(cfg: DictConfig) -> str:
     category = cfg.category.name + (f":{cfg.category.target}" if cfg.category.name == "fixed" else "")
     if cfg.category.name == "predicted" and cfg.category.get("source", "final") != "final":
         category += f":{cfg.category.source}"
-    parts.append(category)
-    if cfg.priming:
-        parts.append("primed")
-    return "-".join(parts)
+    return category
 
 
 def _load_or_extract_signals(
@@ -142,6 +172,7 @@ def evaluate(
         "data_hash": data_hash,
         "steered_connections": ",".join(sorted(str(c) for c in spec.connections)),
     }
+    name = run_name(cfg, sweep_choices(sweep_dir))
     digest = config_hash(cfg, model_hash, data_hash)
     tags["config_hash"] = digest
     tags.update(extra_tags or {})
@@ -152,14 +183,16 @@ def evaluate(
         if previous is not None:
             if sweep_parent(sweep_dir):  # the new sweep's table still gets its row
                 resumed = {**tags, "resumed_from": previous.run_id}
-                with job_run(cfg, run_name(cfg), resumed, sweep_dir) as run:
+                with job_run(cfg, name, resumed, sweep_dir) as run:
                     mlflow.log_metrics(previous.metrics)
+                    log_feature_input(features, data_hash, "eval", split=cfg.data.eval_split)
                     _log_tables(previous)
                 previous.run_id = run.info.run_id
             return previous
-    with FeatureFile(features) as ff, job_run(cfg, run_name(cfg), tags, sweep_dir) as run:
+    with FeatureFile(features) as ff, job_run(cfg, name, tags, sweep_dir) as run:
         signals = _load_or_extract_signals(cfg, model, ff, binning, model_hash, data_hash, device)
         eval_idx = split_indices(len(ff), cfg.data.eval_split, cfg.data.split, cfg.data.train_fraction)
+        log_feature_input(features, data_hash, "eval", split=cfg.data.eval_split, n_eval=len(eval_idx))
         provenance = signals.metadata or {}
         leak, foreign = _leakage(provenance, data_hash, eval_idx)
         mlflow.set_tags(
@@ -261,15 +294,16 @@ def _log_tables(result: RunResult) -> None:
             mlflow.log_artifact(str(Path(tmp) / name))
 
 
-def summary(cfg: DictConfig, result: RunResult) -> str:
-    """A few human lines for the terminal."""
+def summary(cfg: DictConfig, result: RunResult, sweep_dir: str | Path | None = None) -> str:
+    """A few human lines for the terminal and the job's log, ending with how to open the run."""
     m = result.metrics
-    lines = [f"steering run {run_name(cfg)}  (n={int(m['n_eval'])}, coverage {m['coverage']:.1%})"]
+    name = run_name(cfg, sweep_choices(sweep_dir))
+    lines = [f"steering run {name}  (n={int(m['n_eval'])}, coverage {m['coverage']:.1%})"]
     for t in TARGETS:
         lines.append(
             f"  {t:8s} r {m[f'r_base_{t}']:.4f} -> {m[f'r_steered_{t}']:.4f}   "
             f"dr {m[f'dr_{t}']:+.4f} [{m[f'dr_{t}_ci_low']:+.4f}, {m[f'dr_{t}_ci_high']:+.4f}]  "
-            f"p={m[f'dr_{t}_p']:.3g}"
+            f"p={m[f'dr_{t}_p']:.2g}"
             + (f"   over {int(m['draws'])} draws: sd {m[f'dr_{t}_draws_sd']:.4f}" if f"dr_{t}_draws_sd" in m else "")
         )
     if "category_accuracy" in m and cfg.category.name not in ("random", "mean"):
@@ -280,6 +314,7 @@ def summary(cfg: DictConfig, result: RunResult) -> str:
     if result.tags.get("signals_leakage") == "true":
         lines.append("  LEAKAGE: the signals were averaged over evaluated samples")
     if result.run_id:
-        uri = mlflow.get_tracking_uri()
+        uri = store_uri(cfg.tracking.uri, sweep_dir)
         lines.append(f"  MLflow run {result.run_id} (experiment {result.experiment_id}) in {uri}")
+        lines.append("  " + how_to_open(uri, str(result.experiment_id), result.run_id))
     return "\n".join(lines)

@@ -69,6 +69,9 @@ def git_commit(where: str | Path | None = None) -> str:
 
 def configure(uri: str, experiment: str) -> str:
     """Point MLflow at ``uri``, create ``experiment`` if needed; returns the experiment id."""
+    from steering.logs import route_mlflow_logging
+
+    route_mlflow_logging()  # MLflow's messages in Hydra's format (and the job's log file)
     mlflow.set_tracking_uri(uri)
     with store_lock(uri):  # two jobs creating a fresh SQLite store at once would race
         exp = mlflow.set_experiment(experiment)
@@ -125,6 +128,23 @@ def hydra_job_tags() -> dict[str, str]:
     if num is None:  # the sweep process itself (a sweep's confirmation run), not one of its jobs
         return {}
     return {"sweep_job_num": str(num), "sweep_overrides": json.dumps(list(hydra_cfg.overrides.task))}
+
+
+def sweep_choices(sweep_dir: str | Path | None) -> dict[str, str]:
+    """In a sweep: this job's values of the keys the sweep varies, as typed (``{"method": "bypass"}``)."""
+    parent = sweep_parent(sweep_dir)
+    if not parent or not parent.get("varied"):
+        return {}
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    values = {}
+    for item in HydraConfig.get().overrides.task:
+        key, sep, value = str(item).partition("=")
+        if sep:
+            values[key.lstrip("+~")] = value
+    return {k: values[k.lstrip("+~")] for k in parent["varied"] if k.lstrip("+~") in values}
 
 
 @contextlib.contextmanager

@@ -97,3 +97,23 @@ def test_installed_wheel_runs_from_any_directory(wheel, tmp_path):
     )
     assert bad.returncode != 0 and "full_key: batch_size" in bad.stderr
     assert list(work.iterdir()) == []
+
+
+def test_gitignore_covers_what_the_tools_write_and_no_tracked_file():
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    written = [
+        "reports/x.md",
+        "mlruns/0/meta.yaml",
+        "mlartifacts/1/a.csv",
+        "mlflow.db",
+        "outputs/2026/x.log",
+        "multirun/2026/0/x.log",
+        ".cache/steering/demo/model.pth",
+        "build/lib/x.py",
+        "dist/x.whl",
+    ]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *written], cwd=ROOT, capture_output=True, text=True)
+    assert set(ignored.stdout.split()) == set(written)
+    tracked = subprocess.run(["git", "ls-files", "-ci", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True)
+    assert tracked.returncode == 0 and tracked.stdout == ""

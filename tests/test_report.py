@@ -84,7 +84,7 @@ def test_compare_two_sweeps_gives_differences_for_matching_configurations(store)
     client = MlflowClient(store[0])
     tables = [tbl.comparison_table(tbl.find_sweep(client, s).children, ["strength"]) for s in ("sweepA", "sweepB")]
     diff = tbl.compare_sweeps(*tables)
-    assert list(diff["strength"]) == ["0.0", "1.0", "2.0"]  # strength 5 only in A
+    assert list(diff["strength"]) == [0.0, 1.0, 2.0]  # strength 5 only in A
     assert list(diff["diff_dr_valence"]) == pytest.approx([0.0, 0.04, -0.01])
     assert list(diff["diff_dr_arousal"]) == pytest.approx([0.0, -0.01, 0.03])
 
@@ -100,6 +100,7 @@ def test_report_cli_rebuilds_table_and_figure_and_compares(store):
     proc = _report(tmp, uri, "preset=strengths", "log_to_parent=true")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "# Sweep sweepA" in proc.stdout and "FAILED" in proc.stdout
+    assert max(len(line) for line in table_lines(proc.stdout, "job")) <= 100
     out = tmp / "reports" / "sweepA"
     assert len(pd.read_csv(out / "comparison.csv")) == 4
     assert (out / "strength_response.png").stat().st_size > 10_000
@@ -110,3 +111,99 @@ def test_report_cli_rebuilds_table_and_figure_and_compares(store):
     assert proc.returncode == 0, proc.stderr[-2000:]
     diff = pd.read_csv(tmp / "reports" / "compare_sweepA_vs_sweepB" / "comparison_diff.csv")
     assert len(diff) == 3 and diff["diff_dr_valence"].tolist() == pytest.approx([0.0, 0.04, -0.01])
+    assert diff["run_id_a"].notna().all() and diff["run_id_b"].notna().all()
+    assert max(len(line) for line in table_lines(proc.stdout, "strength")) <= 100
+
+
+def table_lines(stdout: str, first_column: str) -> list[str]:
+    """The terminal table in ``stdout``: from its header row to the next blank line."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(first_column))
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    assert end - start >= 3  # header, rule and at least one row
+    return lines[start:end]
+
+
+def log_grid(uri: str, sweep_id: str, methods: list[str], strengths: list[float], preset: str) -> dict:
+    """A sweep over method x strength where dr encodes both (dr_valence = strength/100 + method index/1000)."""
+    experiment_id = configure(uri, "steering")
+    client = MlflowClient(uri)
+    varied = [k for k, v in (("method", methods), ("strength", strengths)) if len(v) > 1]
+    parent = client.create_run(
+        experiment_id,
+        run_name=f"sweep-{sweep_id}",
+        tags={
+            "sweep_id": sweep_id,
+            "sweep_role": "parent",
+            "sweep_varied": json.dumps(varied),
+            "sweep_experiment": preset,
+        },
+    )
+    ids = {}
+    for num, (method, strength) in enumerate((m, s) for m in methods for s in strengths):
+        tags = {
+            "mlflow.parentRunId": parent.info.run_id,
+            "sweep_id": sweep_id,
+            "sweep_job_num": str(num),
+            "sweep_overrides": json.dumps([f"method={method}", f"strength={strength}"]),
+            "oracle": "true",
+        }
+        run = client.create_run(experiment_id, run_name=f"{method}-s{strength}", tags=tags)
+        client.log_param(run.info.run_id, "strength", strength)
+        client.log_param(run.info.run_id, "method.name", method)
+        dr = strength / 100 + ["lrm", "bypass", "modulation"].index(method) / 1000
+        for t in ("valence", "arousal"):
+            for name, value in ((f"dr_{t}", dr), (f"dr_{t}_ci_low", dr - 0.01), (f"dr_{t}_ci_high", dr + 0.01)):
+                client.log_metric(run.info.run_id, name, value)
+            client.log_metric(run.info.run_id, f"dr_{t}_p", 0.0123456)
+        client.set_terminated(run.info.run_id, "FINISHED")
+        ids[(method, strength)] = run.info.run_id
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    return ids
+
+
+def test_compare_matches_on_every_choice_that_varies_in_either_sweep(tmp_path):
+    # the issue's case: a strengths sweep (method fixed to lrm) against a methods sweep (method x strength)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    a = log_grid(uri, "strengthsX", ["lrm"], [0.0, 1.0, 2.0, 5.0], "strengths")
+    b = log_grid(uri, "methodsX", ["lrm", "bypass", "modulation"], [0.0, 1.0, 2.0], "methods")
+    client = MlflowClient(uri)
+    comparison = tbl.compare_runs(tbl.find_sweep(client, "strengthsX"), tbl.find_sweep(client, "methodsX"))
+    diff = comparison.table
+    assert set(comparison.keys) == {"method", "strength"}
+    # only lrm rows exist in both, one per shared strength; no bypass/modulation row is paired with lrm
+    assert sorted(zip(diff["method"], diff["strength"])) == [("lrm", 0.0), ("lrm", 1.0), ("lrm", 2.0)]
+    assert diff["diff_dr_valence"].tolist() == pytest.approx([0.0, 0.0, 0.0])
+    for row in diff.itertuples():
+        assert row.run_id_a == a[("lrm", row.strength)] and row.run_id_b == b[("lrm", row.strength)]
+    # and the other way round: methods minus strengths gives the same three rows
+    back = tbl.compare_runs(tbl.find_sweep(client, "methodsX"), tbl.find_sweep(client, "strengthsX")).table
+    assert len(back) == 3 and set(back["method"]) == {"lrm"}
+
+
+def test_compare_reports_choices_fixed_in_each_sweep_but_different(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    log_grid(uri, "lrmS", ["lrm"], [1.0, 2.0], "strengths")
+    log_grid(uri, "bypassS", ["bypass"], [1.0, 2.0], "strengths")
+    client = MlflowClient(uri)
+    comparison = tbl.compare_runs(tbl.find_sweep(client, "lrmS"), tbl.find_sweep(client, "bypassS"))
+    assert comparison.keys == ["strength"]  # method is what the comparison is about, not a key
+    assert comparison.differences == {"method": ("lrm", "bypass")}
+    assert comparison.table["diff_dr_valence"].tolist() == pytest.approx([0.001, 0.001])
+    assert "method lrm → bypass" in comparison.header("lrmS", "bypassS")
+
+
+def test_unknown_sweep_or_preset_lists_what_exists_with_exit_2(store):
+    uri, tmp = store
+    for arg, first in (("sweep=nope", "no sweep 'nope'"), ("preset=nope", "no sweep of preset 'nope'")):
+        proc = _report(tmp, uri, arg)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr and "LookupError" not in proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert first in lines[0]
+        listed = [line.split()[0] for line in lines[1:]]
+        assert listed == ["sweepB", "sweepA"]  # newest first, with their presets
+        assert "preset=other" in lines[1] and "preset=strengths" in lines[2]
+    proc = _report(tmp, uri, "mlflow_experiment=nope")
+    assert proc.returncode == 2 and "no MLflow experiment named 'nope'" in proc.stderr
+    assert "steering" in proc.stderr.splitlines()[1:][-1] or "steering" in proc.stderr

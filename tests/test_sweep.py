@@ -30,10 +30,12 @@ def assets(tmp_path_factory):
     return {"checkpoint": checkpoint, "features": features, "tmp": tmp}
 
 
-def run_sweep(assets, name: str, *overrides: str, timeout: int = 400) -> tuple[subprocess.CompletedProcess, Path, str]:
+def run_sweep(
+    assets, name: str, *overrides: str, timeout: int = 400, uri: str | None = None
+) -> tuple[subprocess.CompletedProcess, Path, str]:
     """``python -m steering.run -m ...`` on the tiny assets; returns (process, sweep dir, tracking uri)."""
     tmp = assets["tmp"]
-    uri = f"sqlite:///{tmp}/{name}.db"
+    uri = uri or f"sqlite:///{tmp}/{name}.db"
     sweep_dir = tmp / name
     cmd = [
         sys.executable,

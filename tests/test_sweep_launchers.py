@@ -36,6 +36,11 @@ def test_joblib_parallel_sweep_logs_every_run_through_a_local_server(assets):  #
         for c in children
     )
     assert (sweep_dir / "strength_response.png").exists()
+    # what a person is told to open is the store that stays (SQLite), not the server that is gone
+    job_log = (sweep_dir / "0" / "run.log").read_text()
+    assert f"mlflow ui --backend-store-uri {uri}" in job_log and info["tracking_uri"] not in job_log
+    assert f"mlflow ui --backend-store-uri {uri}" in proc.stdout
+    assert "View run" not in proc.stdout  # MLflow's own links would name the temporary server
 
 
 def test_submitit_local_sweep_nests_runs(assets):  # noqa: F811

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 from steering.sweep.server import start_server
 from steering.tracking import configure
+from tests.test_sweep import assets, run_sweep  # noqa: F401  (module fixture)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -79,4 +82,52 @@ def test_run_page_shows_the_delta_r_metrics(ui, browser):
         assert name in body
         assert "dr_valence" in body and "dr_arousal" in body
         assert str(dr) in body  # the value itself, rendered
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def sweep_ui(assets):  # noqa: F811
+    """A real 2-job sweep (method=lrm,bypass at one strength) and the UI over its store."""
+    proc, sweep_dir, uri = run_sweep(assets, "ui-sweep", "method=lrm,bypass", "strength=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((sweep_dir / "mlflow_parent.json").read_text())
+    server = start_server(uri, sweep_dir / "ui", workers=1)
+    yield {"url": server.uri, **info}
+    server.stop()
+
+
+def test_sweep_runs_list_leads_with_the_varied_choice_and_shows_the_dataset(sweep_ui, browser):
+    page = browser.new_page(viewport={"width": 1600, "height": 900})
+    page.set_default_timeout(60_000)
+    page.goto(f"{sweep_ui['url']}/#/experiments/{sweep_ui['experiment_id']}/runs?workflowType=machine_learning")
+    parent_name = f"sweep-multirun-{sweep_ui['sweep_id']}"
+    page.get_by_text(parent_name).first.wait_for(state="attached")
+    close = page.get_by_role("button", name="Close")
+    if close.count():  # the assistant panel, which narrows the table
+        close.first.click()
+    # only the parent is listed, its children folded under it: its Dataset column names the feature file
+    datasets = page.get_by_text("feats.h5")
+    datasets.first.wait_for(state="attached")
+    assert datasets.count() == 1
+    page.locator(".ag-cell", has_text=parent_name).locator("button").first.click()
+    page.get_by_text(re.compile(r"^lrm · 9bin-valence-conv4")).first.wait_for(state="attached")
+    page.get_by_text(re.compile(r"^bypass · 9bin-valence-conv4")).first.wait_for(state="attached")
+    datasets.nth(2).wait_for(state="attached")  # and each child's
+    assert datasets.count() == 3
+    _shot(page, "sweep_runs.png")
+    page.close()
+
+
+def test_sweep_parent_page_shows_description_params_and_summary(sweep_ui, browser):
+    page = browser.new_page(viewport={"width": 1600, "height": 2000})
+    page.set_default_timeout(60_000)
+    page.goto(f"{sweep_ui['url']}/#/experiments/{sweep_ui['experiment_id']}/runs/{sweep_ui['run_id']}")
+    page.get_by_text("best_dr_valence", exact=True).first.wait_for()
+    body = page.inner_text("body")
+    assert f"Sweep {sweep_ui['sweep_id']}" in body  # the description (mlflow.note.content)
+    assert "best Δr valence" in body
+    for name in ("n_jobs", "n_failed", "best_dr_arousal", "binning.name", "layer.name"):
+        assert name in body, name
+    assert "method: lrm, bypass" in body  # what varied, as a tag (and not as a param)
+    _shot(page, "sweep_parent.png")
     page.close()

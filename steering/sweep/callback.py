@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import socket
 import sys
 import uuid
@@ -43,14 +44,18 @@ from mlflow.entities import Metric  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from steering import ui_links  # noqa: E402
 from steering.errors import TrackingError, one_line  # noqa: E402
+from steering.logs import route_mlflow_logging  # noqa: E402
 from steering.preflight import check_tracking  # noqa: E402
 from steering.resume import fail_dead_sweeps  # noqa: E402
 from steering.sweep import confirmation as conf  # noqa: E402
+from steering.sweep import formats  # noqa: E402
 from steering.sweep import multiplicity as mult  # noqa: E402
 from steering.sweep import table as tbl  # noqa: E402
 from steering.sweep.analysis import write_analyses  # noqa: E402
 from steering.sweep.interrupt import end_running_children, note_unfinished, planned_jobs  # noqa: E402
+from steering.sweep.parent import annotate_parent  # noqa: E402
 from steering.sweep.server import LocalServer, start_server  # noqa: E402
 from steering.tracking import PARENT_FILE, configure, process_tags, sweep_parent  # noqa: E402
 
@@ -77,6 +82,17 @@ def _launcher_name(config: DictConfig) -> str:
     return str(OmegaConf.select(config, "hydra.launcher._target_") or "").lower()
 
 
+def check_launcher(config: DictConfig) -> None:
+    """Stop before any work (no server, no parent run) when the launcher's scheduler is not there."""
+    if "slurmlauncher" in _launcher_name(config).replace("_", "") and shutil.which("sbatch") is None:
+        print(
+            "steering.run: hydra/launcher=slurm needs SLURM, but `sbatch` is not on PATH; "
+            "on one machine try hydra/launcher=submitit_local (docs/sweeps.md)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
 class MlflowSweepCallback(Callback):
     """See the module docstring. ``server``: ``auto`` (parallel launchers only), ``always`` or ``never``."""
 
@@ -96,6 +112,8 @@ class MlflowSweepCallback(Callback):
 
     # -- sweep start -------------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_launcher(config)
+        route_mlflow_logging()
         if not HydraConfig.initialized():
             HydraConfig.instance().set_config(config)
         try:
@@ -146,6 +164,7 @@ class MlflowSweepCallback(Callback):
             "experiment": experiment,
             "varied": varied,
             "planned_jobs": planned_jobs(config),
+            "preset": str(preset) if preset else None,
         }
         metrics = config.get("metrics") or {}
         bootstrap = {
@@ -157,10 +176,15 @@ class MlflowSweepCallback(Callback):
         _ACTIVE.update(info=info, sweep_dir=sweep_dir, server=None, done=False, confirm=confirm, bootstrap=bootstrap)
         atexit.register(_finish_at_exit)
         server = self._maybe_start_server(config, backend_uri, sweep_dir)
+        if server is not None:
+            # MLflow would print each run's link on the temporary server, which is gone after the sweep;
+            # the jobs' summaries print links to the store that stays instead (workers inherit this).
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         info["tracking_uri"] = server.uri if server else backend_uri
         _ACTIVE["server"] = server
         (sweep_dir / PARENT_FILE).write_text(json.dumps(info, indent=2))
-        log.info("sweep %s: parent run %s, jobs log to %s", sweep_id, parent.info.run_id, info["tracking_uri"])
+        via = f" (jobs log through the temporary server {server.uri})" if server else ""
+        log.info("sweep %s: parent run %s in %s%s", sweep_id, parent.info.run_id, backend_uri, via)
 
     def _maybe_start_server(self, config: DictConfig, backend_uri: str, sweep_dir: Path) -> LocalServer | None:
         launcher = _launcher_name(config)
@@ -250,21 +274,42 @@ def finish_sweep() -> Path | None:
             runs = tbl.find_sweep(client, info["sweep_id"], [info["experiment_id"]])
         analyses = write_analyses(client, table, sweep_dir, _ACTIVE.get("bootstrap") or {})
         notes = conf.selection_notes(runs.children, len(table))
-        paths = tbl.write_outputs(table, info["sweep_id"], sweep_dir, notes, analyses.sections) + paths
+        fixed = tbl.fixed_choices(runs.children)
+        paths = (
+            tbl.write_outputs(
+                table,
+                info["sweep_id"],
+                sweep_dir,
+                notes,
+                analyses.sections,
+                preset=info.get("preset"),
+                varied=info["varied"],
+                fixed=fixed,
+            )
+            + paths
+        )
         never = note_unfinished(sweep_dir / "comparison.md", info.get("planned_jobs"), len(table), interrupted)
         for path in paths + analyses.paths:
             client.log_artifact(info["run_id"], str(path))
+        annotate_parent(client, info["run_id"], runs, table, info["sweep_id"])
         finished = int((table["status"] == "FINISHED").sum())
-        client.log_metric(info["run_id"], "n_jobs", len(table))
-        client.log_metric(info["run_id"], "n_failed", len(table) - finished)
-        for name, value in analyses.metrics.items():
+        for name, value in analyses.metrics.items():  # n_jobs, n_failed, best Δr: annotate_parent
             client.log_metric(info["run_id"], name, value)
         _log_adjusted(client, info["run_id"], table)
         if never is not None:
             client.log_metric(info["run_id"], "n_not_run", never)
         if not interrupted:
             status = "FINISHED" if finished else "FAILED"
-        log.info("sweep %s: %d/%d jobs finished; table in %s", info["sweep_id"], finished, len(table), sweep_dir)
+        choices = [c for c in tbl.choice_columns(table) if table[c].nunique(dropna=False) > 1]
+        log.info(
+            "sweep %s: %d/%d jobs finished; full table and figure in %s\n%s\n%s",
+            info["sweep_id"],
+            finished,
+            len(table),
+            sweep_dir,
+            formats.terminal_view(table, choices, 100),
+            ui_links.how_to_open(info["backend_uri"], str(info["experiment_id"]), info["run_id"]),
+        )
     finally:
         client.set_terminated(info["run_id"], status)
     return sweep_dir / "comparison.csv"

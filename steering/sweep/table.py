@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from steering.sweep import multiplicity
+from steering.sweep import formats, multiplicity
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ TAG_VARIED = "sweep_varied"
 TAG_JOB = "sweep_job_num"
 TAG_OVERRIDES = "sweep_overrides"
 TAG_PRESET = "sweep_experiment"
+#: Columns of a comparison table that are neither choices nor metrics.
+TABLE_META = ("job", "run_name", "coverage", "oracle", "status", "error", "run_id")
 
 
 @dataclass
@@ -78,9 +81,44 @@ def find_sweep(client: MlflowClient, sweep_id: str, experiment_ids: Sequence[str
         for run in _search(client, ids, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"):
             children.setdefault(run.info.run_id, run)
     if parent is None and not children:
-        raise LookupError(f"no MLflow runs for sweep {sweep_id!r}")
+        raise SweepNotFound(f"no sweep {sweep_id!r}", known_sweeps(client, ids))
     ordered = sorted(children.values(), key=lambda r: (_job_num(r), r.info.start_time or 0))
     return SweepRuns(sweep_id, parent, ordered)
+
+
+class SweepNotFound(LookupError):
+    """A sweep, preset or MLflow experiment that is not in the store; ``known`` lists what is."""
+
+    def __init__(self, message: str, known: Sequence[str]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.known = list(known)
+
+    @property
+    def listing(self) -> str:
+        return "\n".join(f"  {line}" for line in self.known) or "  (none)"
+
+    def __str__(self) -> str:
+        return f"{self.message}; it has:\n{self.listing}"
+
+
+def sweep_parents(client: MlflowClient, experiment_ids: Sequence[str] | None = None) -> list[Run]:
+    """Every sweep's parent run, newest first."""
+    ids = list(experiment_ids or all_experiment_ids(client))
+    runs = _search(client, ids, f"tags.{TAG_ROLE} = 'parent'")
+    return sorted(runs, key=lambda r: r.info.start_time or 0, reverse=True)
+
+
+def known_sweeps(client: MlflowClient, experiment_ids: Sequence[str] | None = None, limit: int = 20) -> list[str]:
+    """One line per sweep (newest first): ``<sweep id>  preset=<name>  <status>  <start time>``."""
+    from datetime import datetime
+
+    lines = []
+    for run in sweep_parents(client, experiment_ids)[:limit]:
+        tags = run.data.tags
+        start = datetime.fromtimestamp((run.info.start_time or 0) / 1000).strftime("%Y-%m-%d %H:%M")
+        lines.append(f"{tags.get(TAG_SWEEP_ID)}  preset={tags.get(TAG_PRESET, '-')}  {run.info.status}  {start}")
+    return lines
 
 
 def latest_sweep_id(client: MlflowClient, preset: str | None = None, experiment: str | None = None) -> str:
@@ -88,15 +126,19 @@ def latest_sweep_id(client: MlflowClient, preset: str | None = None, experiment:
     if experiment is not None:
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
-            raise LookupError(f"no MLflow experiment named {experiment!r}")
+            names = [f"{e.name}" for e in client.search_experiments()]
+            raise SweepNotFound(f"no MLflow experiment named {experiment!r}", names)
         ids = [exp.experiment_id]
     else:
         ids = all_experiment_ids(client)
-    query = f"tags.{TAG_ROLE} = 'parent'" + (f" and tags.{TAG_PRESET} = '{preset}'" if preset else "")
-    runs = client.search_runs(ids, query, order_by=["attributes.start_time DESC"], max_results=1)
-    if not runs:
-        raise LookupError("no sweep found" + (f" for experiment preset {preset!r}" if preset else ""))
-    return runs[0].data.tags[TAG_SWEEP_ID]
+    parents = sweep_parents(client, ids)
+    if preset:
+        parents = [r for r in parents if r.data.tags.get(TAG_PRESET) == preset]
+    if not parents:
+        what = f"no sweep of preset {preset!r}" if preset else "no sweep"
+        where = f" in MLflow experiment {experiment!r}" if experiment else ""
+        raise SweepNotFound(what + where, known_sweeps(client, ids))
+    return parents[0].data.tags[TAG_SWEEP_ID]
 
 
 def _job_num(run: Run) -> int:
@@ -154,21 +196,9 @@ def comparison_table(runs: Sequence[Run], varied: Sequence[str] = ()) -> pd.Data
     return multiplicity.add_adjusted_columns(table)
 
 
-def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
-    """A GitHub-style markdown table (no extra dependency); numbers rounded, NaN as blank."""
-
-    def cell(value: object) -> str:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return ""
-        if isinstance(value, float):
-            small = value != 0 and abs(value) < 1e-3
-            return f"{value:.{digits}g}" if abs(value) >= 1e4 or small else f"{value:.{digits}f}"
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    header = "| " + " | ".join(str(c) for c in table.columns) + " |"
-    rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-style Markdown table in the shared number formats (steering.sweep.formats)."""
+    return formats.to_markdown(table)
 
 
 def describe(table: pd.DataFrame, sweep_id: str, notes: Sequence[str] = (), sections: Sequence[str] = ()) -> str:
@@ -189,75 +219,121 @@ def describe(table: pd.DataFrame, sweep_id: str, notes: Sequence[str] = (), sect
     return "\n".join(lines)
 
 
-def strength_figure(table: pd.DataFrame, path: str | Path) -> Path | None:
-    """Δr against strength with CI bands, one panel per target, one line per other configuration."""
-    if "strength" not in table or table["strength"].nunique(dropna=True) < 2:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = table[table["status"] == "FINISHED"].dropna(subset=["strength"])
-    fixed = {"job", "run_name", "strength", "oracle", "status", "error", "run_id", "coverage", *METRIC_COLUMNS}
-    fixed |= set(multiplicity.ADJUSTED_COLUMNS)
-    group_keys = [c for c in data.columns if c not in fixed and data[c].nunique(dropna=False) > 1]
-    fig, axes = plt.subplots(1, len(TARGETS), figsize=(11, 4.2), sharex=True)
-    groups = data.groupby(group_keys, dropna=False) if group_keys else [((), data)]
-    for key, group in groups:
-        group = group.sort_values("strength")
-        key = key if isinstance(key, tuple) else (key,)
-        label = ", ".join(f"{k}={v}" for k, v in zip(group_keys, key)) or "Δr"
-        for ax, t in zip(axes, TARGETS):
-            (line,) = ax.plot(group["strength"], group[f"dr_{t}"], marker="o", label=label)
-            ax.fill_between(
-                group["strength"], group[f"dr_{t}_ci_low"], group[f"dr_{t}_ci_high"], color=line.get_color(), alpha=0.2
-            )
-    for ax, t in zip(axes, TARGETS):
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set_xscale("symlog", linthresh=0.1)
-        ax.set_xlim(left=min(0.0, float(data["strength"].min())))  # no empty negative decades
-        ax.set_xlabel("strength")
-        ax.set_ylabel(f"Δr {t} (95% CI)")
-        ax.set_title(t)
-    axes[-1].legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def write_outputs(
-    table: pd.DataFrame, sweep_id: str, out_dir: str | Path, notes: Sequence[str] = (), sections: Sequence[str] = ()
+    table: pd.DataFrame,
+    sweep_id: str,
+    out_dir: str | Path,
+    notes: Sequence[str] = (),
+    sections: Sequence[str] = (),
+    preset: str | None = None,
+    varied: Sequence[str] = (),
+    fixed: Mapping[str, str] | None = None,
 ) -> list[Path]:
-    """comparison.csv, comparison.md and (when strength varies) strength_response.png in ``out_dir``."""
+    """comparison.csv, comparison.md and a figure in ``out_dir``: strength_response.png when strength
+    varies, forest.png otherwise."""
+    from steering.sweep import figures
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "comparison.csv", index=False)
     (out / "comparison.md").write_text(describe(table, sweep_id, notes, sections))
     paths = [out / "comparison.csv", out / "comparison.md"]
-    figure = strength_figure(table, out / "strength_response.png")
+    context = figures.FigureContext(sweep_id, preset, list(varied), dict(fixed or {}))
+    figure = figures.strength_figure(table, out / "strength_response.png", context)
+    if figure is None:
+        figure = figures.forest_figure(table, out / "forest.png", context)
     if figure is not None:
         paths.append(figure)
     return paths
 
 
-def compare_sweeps(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    """Δr of sweep B minus sweep A for configurations present in both (matched on their shared choices)."""
-    meta = {"job", "run_name", "oracle", "status", "error", "run_id", "coverage", *METRIC_COLUMNS}
-    meta |= set(multiplicity.ADJUSTED_COLUMNS)
-    keys = [c for c in a.columns if c in b.columns and c not in meta]
-    if not keys:
-        keys = ["run_name"]
+def fixed_choices(runs: Sequence[Run], keys: Sequence[str] = CORE_CHOICES) -> dict[str, str]:
+    """Choices with one value across all ``runs`` (the part of the configuration a sweep did not vary)."""
+    runs = [r for r in runs if r.data.tags.get(TAG_ROLE) != "confirmation"]
+    fixed = {}
+    for key in keys:
+        values = {choice_value(r, key) for r in runs}
+        if len(values) == 1 and None not in values:
+            fixed[key] = str(values.pop())
+    return fixed
+
+
+def choice_columns(table: pd.DataFrame) -> list[str]:
+    """The table's choice columns (everything that is not a metric or bookkeeping)."""
+    return [c for c in table.columns if c not in TABLE_META and not str(c).startswith(("dr_", "r_", "diff_"))]
+
+
+def compare_sweeps(a: pd.DataFrame, b: pd.DataFrame, keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """Δr of sweep B minus sweep A, row by row, for configurations present in both.
+
+    Rows are matched on ``keys``; by default every choice column that varies in either table (both
+    tables need those columns: see :func:`compare_runs`). Both sides keep their run ids.
+    """
+    if keys is None:
+        shared = [c for c in choice_columns(a) if c in b.columns]
+        keys = [c for c in shared if a[c].nunique(dropna=False) > 1 or b[c].nunique(dropna=False) > 1]
+    keys = list(keys) or ["job"]
     value_cols = [f"dr_{t}{s}" for t in TARGETS for s in ("", "_ci_low", "_ci_high", "_p")]
-    left = a[[*keys, *value_cols, "status"]].astype({k: str for k in keys})
-    right = b[[*keys, *value_cols, "status"]].astype({k: str for k in keys})
-    merged = left.merge(right, on=keys, suffixes=("_a", "_b"), how="inner")
+
+    def side(table: pd.DataFrame) -> pd.DataFrame:
+        frame = table[[*keys, *value_cols, "status", "run_id"]].copy()
+        for k in keys:
+            if k != "strength" or not pd.api.types.is_numeric_dtype(frame[k]):
+                frame[k] = frame[k].astype(str)
+        return frame
+
+    merged = side(a).merge(side(b), on=keys, suffixes=("_a", "_b"), how="inner")
     for t in TARGETS:
         merged[f"diff_dr_{t}"] = merged[f"dr_{t}_b"] - merged[f"dr_{t}_a"]
     ordered = [*keys]
     for t in TARGETS:
         ordered += [f"dr_{t}_a", f"dr_{t}_b", f"diff_dr_{t}", f"dr_{t}_p_a", f"dr_{t}_p_b"]
-    return merged[[*ordered, "status_a", "status_b"]]
+    return merged[[*ordered, "status_a", "status_b", "run_id_a", "run_id_b"]]
+
+
+@dataclass
+class Comparison:
+    """Two sweeps matched row by row (see :func:`compare_runs`)."""
+
+    table: pd.DataFrame
+    keys: list[str]
+    rows_a: int
+    rows_b: int
+    #: Choices fixed within each sweep but different between them (what the comparison is about).
+    differences: dict[str, tuple[str, str]]
+    #: Choices that vary in one sweep but are absent from the other (not matched on).
+    unmatched_keys: list[str]
+
+    def header(self, first: str, second: str) -> str:
+        lines = [
+            f"# Sweep {second} minus sweep {first}",
+            "",
+            f"{len(self.table)} matching configurations ({self.rows_a} rows in {first}, {self.rows_b} in {second}),"
+            f" matched on: {', '.join(self.keys)}.",
+        ]
+        if self.differences:
+            lines.append(
+                "Fixed in each sweep but different: "
+                + "; ".join(f"{k} {va} → {vb}" for k, (va, vb) in self.differences.items())
+                + "."
+            )
+        if self.unmatched_keys:
+            lines.append(f"Not matched on (missing in one sweep): {', '.join(self.unmatched_keys)}.")
+        return "\n".join(textwrap.fill(line, 100) if line else line for line in lines)
+
+
+def compare_runs(a: SweepRuns, b: SweepRuns) -> Comparison:
+    """Match two sweeps on every choice that varies in either of them; keep both sides' run ids."""
+    first, second = comparison_table(a.children, a.varied), comparison_table(b.children, b.varied)
+    varying = list(
+        dict.fromkeys(c for t in (first, second) for c in choice_columns(t) if t[c].nunique(dropna=False) > 1)
+    )
+    first, second = comparison_table(a.children, varying), comparison_table(b.children, varying)
+    keys = [k for k in varying if first[k].notna().any() and second[k].notna().any()]
+    fixed_a, fixed_b = fixed_choices(a.children), fixed_choices(b.children)
+    differences = {
+        k: (fixed_a[k], fixed_b[k]) for k in fixed_a if k in fixed_b and k not in keys and fixed_a[k] != fixed_b[k]
+    }
+    table = compare_sweeps(first, second, keys)
+    unmatched = [k for k in varying if k not in keys]
+    return Comparison(table, keys or ["job"], len(first), len(second), differences, unmatched)

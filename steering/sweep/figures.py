@@ -1,0 +1,198 @@
+"""Figures of a sweep's comparison table: Δr against strength, or a forest plot when strength is fixed.
+
+Both use the Okabe-Ito palette (distinguishable with the common colour-vision deficiencies) plus
+distinct markers, mark the baseline Δr = 0 and carry a title naming the sweep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from steering.sweep.table import TARGETS, choice_columns
+
+#: Okabe & Ito (2008), yellow last (weak on white).
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#000000", "#F0E442")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+@dataclass
+class FigureContext:
+    """What a figure's title says about the sweep; ``fixed`` holds choices that are the same in every row."""
+
+    sweep_id: str
+    preset: str | None = None
+    varied: Sequence[str] = ()
+    fixed: Mapping[str, str] = field(default_factory=dict)
+
+    def title(self, table: pd.DataFrame, extra: Sequence[str] = ()) -> str:
+        head = f"{self.preset or 'sweep'} · {self.sweep_id}"
+        parts = list(extra)
+        if "method" in self.fixed:
+            parts.insert(0, f"method {self.fixed['method']}")
+        oracle = table.get("oracle", pd.Series(dtype=str)).astype(str).str.lower()
+        if (oracle == "true").all() and len(oracle):
+            parts.append("oracle signals (chosen from the evaluated samples' ratings)")
+        elif (oracle == "true").any():
+            parts.append("some rows use oracle signals")
+        else:
+            parts.append("no oracle")
+        return head + "\n" + " · ".join(parts)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _varying_choices(table: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
+    return [c for c in choice_columns(table) if c not in exclude and table[c].nunique(dropna=False) > 1]
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def strength_figure(table: pd.DataFrame, path: str | Path, context: FigureContext | None = None) -> Path | None:
+    """``strength_response.png`` (see :func:`draw_strength`), or None when strength does not vary."""
+    fig = draw_strength(table, context)
+    return None if fig is None else _save(fig, path)
+
+
+def forest_figure(table: pd.DataFrame, path: str | Path, context: FigureContext | None = None) -> Path | None:
+    """``forest.png`` (see :func:`draw_forest`), or None when strength varies."""
+    fig = draw_forest(table, context)
+    return None if fig is None else _save(fig, path)
+
+
+def draw_strength(table: pd.DataFrame, context: FigureContext | None = None):
+    """Δr against strength with 95% CI bands, one panel per target, one line per other configuration.
+
+    The strength axis is symlog so that s = 0 can be shown: s = 0 is drawn as its own point with an
+    error bar, and lines and bands join only positive strengths (never across the linear-to-log gap).
+    """
+    if "strength" not in table or table["strength"].nunique(dropna=True) < 2:
+        return None
+    plt = _pyplot()
+    context = context or FigureContext(sweep_id="")
+    data = table[table["status"] == "FINISHED"].dropna(subset=["strength"])
+    positive = data.loc[data["strength"] > 0, "strength"]
+    linthresh = float(positive.min()) if len(positive) else 1.0
+    group_keys = _varying_choices(data, exclude=("strength",))
+    fig, axes = plt.subplots(1, len(TARGETS), figsize=(11, 4.6), sharex=True)
+    groups = list(data.groupby(group_keys, dropna=False)) if group_keys else [((), data)]
+    handles = []
+    for i, (key, group) in enumerate(groups):
+        group = group.sort_values("strength")
+        key = key if isinstance(key, tuple) else (key,)
+        label = ", ".join(f"{k}={v}" for k, v in zip(group_keys, key)) or "Δr with 95% CI"
+        colour, marker = OKABE_ITO[i % len(OKABE_ITO)], MARKERS[i % len(MARKERS)]
+        zero, pos = group[group["strength"] <= 0], group[group["strength"] > 0]
+        for ax, t in zip(axes, TARGETS):
+            (line,) = ax.plot(pos["strength"], pos[f"dr_{t}"], marker=marker, color=colour, label=label)
+            ax.fill_between(pos["strength"], pos[f"dr_{t}_ci_low"], pos[f"dr_{t}_ci_high"], color=colour, alpha=0.15)
+            if len(zero):  # dodged sideways inside the linear part so that overlapping bars stay visible
+                dodge = (i - (len(groups) - 1) / 2) * 0.12 * linthresh / max(len(groups), 1)
+                err = [zero[f"dr_{t}"] - zero[f"dr_{t}_ci_low"], zero[f"dr_{t}_ci_high"] - zero[f"dr_{t}"]]
+                ax.errorbar(zero["strength"] + dodge, zero[f"dr_{t}"], yerr=err, fmt=marker, color=colour, capsize=3)
+        handles.append(line)
+    for ax, t in zip(axes, TARGETS):
+        baseline = ax.axhline(0, color="black", lw=1, ls="--", label="baseline (Δr = 0)")
+        ax.set_xscale("symlog", linthresh=linthresh, linscale=0.5)
+        ax.set_xlim(left=min(0.0, float(data["strength"].min())) - 0.15 * linthresh)  # no empty negative decades
+        ticks = _strength_ticks(data["strength"], linthresh)
+        ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
+        ax.minorticks_off()
+        if (data["strength"] <= 0).any() and len(positive):
+            ax.axvline(linthresh, color="grey", lw=0.6, ls=":")  # where the linear part (around 0) meets the log axis
+        ax.set_xlabel("strength (log scale right of the dotted line; s = 0 not joined)")
+        ax.set_ylabel(f"Δr {t} (95% CI)")
+        ax.set_title(t)
+        ax.grid(alpha=0.3)
+    fig.suptitle(context.title(data, ["Δr = r(steered) − r(baseline)"]), fontsize=10)
+    fig.legend(
+        [*handles, baseline],
+        [h.get_label() for h in handles] + ["baseline (Δr = 0)"],
+        loc="lower center",
+        ncol=min(len(handles) + 1, 5),
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.02),
+    )
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def _strength_ticks(strengths: pd.Series, linthresh: float) -> list[float]:
+    """0 (when present), the first positive strength and the powers of ten up to the largest strength."""
+    import math
+
+    top = float(strengths.max())
+    ticks = [0.0] if (strengths <= 0).any() else []
+    ticks.append(linthresh)
+    if top > 0:
+        for k in range(math.ceil(math.log10(linthresh)), math.floor(math.log10(top)) + 1):
+            if 10.0**k > linthresh * 1.5:
+                ticks.append(10.0**k)
+        if top > ticks[-1] * 1.5:
+            ticks.append(top)
+    return ticks
+
+
+def row_labels(table: pd.DataFrame, varied: Sequence[str] = ()) -> list[str]:
+    """One label per row from the swept keys (or, without them, every choice that differs between rows)."""
+    keys = [k.lstrip("+~") for k in varied if k.lstrip("+~") in table]
+    keys = [k for k in keys if table[k].nunique(dropna=False) > 1] or _varying_choices(table)
+    oracle = table["oracle"].astype(str).str.lower() == "true" if "oracle" in table else pd.Series(False, table.index)
+    labels = []
+    for (_, row), is_oracle in zip(table.iterrows(), oracle):
+        text = ", ".join(f"{k}={row[k]}" for k in keys) or str(row.get("run_name", ""))
+        if is_oracle and not oracle.all():
+            text += " (oracle)"
+        labels.append(text)
+    return labels
+
+
+def draw_forest(table: pd.DataFrame, context: FigureContext | None = None):
+    """Δr with its 95% CI per row, valence and arousal side by side (for sweeps that do not vary strength)."""
+    if len(table) < 1 or ("strength" in table and table["strength"].nunique(dropna=True) >= 2):
+        return None
+    plt = _pyplot()
+    context = context or FigureContext(sweep_id="")
+    labels = row_labels(table, context.varied)
+    n = len(table)
+    fig, axes = plt.subplots(1, len(TARGETS), figsize=(11, 1.6 + 0.42 * n), sharey=True)
+    y = list(range(n))[::-1]
+    for ax, t in zip(axes, TARGETS):
+        for i, (_, row) in enumerate(table.iterrows()):
+            colour, marker = OKABE_ITO[i % len(OKABE_ITO)], MARKERS[i % len(MARKERS)]
+            if row.get("status") != "FINISHED" or pd.isna(row.get(f"dr_{t}")):
+                ax.annotate(str(row.get("status", "missing")).lower(), (0, y[i]), ha="center", va="center", fontsize=8)
+                continue
+            low, mid, high = row[f"dr_{t}_ci_low"], row[f"dr_{t}"], row[f"dr_{t}_ci_high"]
+            ax.errorbar([mid], [y[i]], xerr=[[mid - low], [high - mid]], fmt=marker, color=colour, capsize=3, ms=6)
+        ax.axvline(0, color="black", lw=1, ls="--")
+        ax.set_title(t)
+        ax.set_xlabel(f"Δr {t} (95% CI)")
+        ax.grid(axis="x", alpha=0.3)
+        ax.margins(x=0.15)
+    axes[0].set_yticks(y, labels)
+    axes[0].set_ylim(-0.7, n - 0.3)
+    extra = []
+    if "strength" in table and table["strength"].nunique(dropna=True) == 1:
+        extra.append(f"strength {table['strength'].dropna().iloc[0]:g}")
+    extra.append("dashed: baseline (Δr = 0)")
+    fig.suptitle(context.title(table, extra), fontsize=10)
+    fig.tight_layout()
+    return fig
