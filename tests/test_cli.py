@@ -108,7 +108,7 @@ def test_a_preset_runs_as_a_sweep_without_dash_m(tmp_path):
         f"tracking.uri={uri}",
         f"cache.dir={tmp_path}/cache",
         "binning.min_samples=3",
-        "metrics.bootstrap_resamples=50",
+        "metrics.bootstrap_resamples=100",
         f"hydra.sweep.dir={tmp_path}/sweep",
         cwd=tmp_path,
         timeout=400,
