@@ -146,7 +146,8 @@ def histogram(steer: pd.DataFrame, path: str | Path) -> Path | None:
             )
         ax.axvline(0, color="grey", lw=0.8)
         ax.xaxis.set_major_locator(MaxNLocator(6))
-        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.ticklabel_format(axis="x", style="plain", useOffset=False)  # no offset text over the label
         ax.set_xlabel("slope towards the rating (per unit strength; < 0: wrong way)")
         ax.set_ylabel("steered clips")
         ax.set_title(t)
