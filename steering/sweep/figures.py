@@ -169,6 +169,8 @@ def draw_forest(table: pd.DataFrame, context: FigureContext | None = None):
     if len(table) < 1 or ("strength" in table and table["strength"].nunique(dropna=True) >= 2):
         return None
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     context = context or FigureContext(sweep_id="")
     labels = row_labels(table, context.varied)
     n = len(table)
@@ -185,6 +187,7 @@ def draw_forest(table: pd.DataFrame, context: FigureContext | None = None):
         ax.axvline(0, color="black", lw=1, ls="--")
         ax.set_title(t)
         ax.set_xlabel(f"Δr {t} (95% CI)")
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # four-decimal labels must not run into each other
         ax.grid(axis="x", alpha=0.3)
         ax.margins(x=0.15)
     axes[0].set_yticks(y, labels)
