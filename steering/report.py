@@ -104,8 +104,9 @@ def report_compare(client: MlflowClient, first: str, second: str, out: Path) -> 
     return diff
 
 
-def _fail(message: str) -> None:
-    print(f"steering.report: {message}", file=sys.stderr)
+def _fail(what: str, problem: str) -> None:
+    """The one-line ``error: <what>: <problem>`` of every app (a listing may follow), exit 2."""
+    print(f"error: {what}: {problem}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -125,13 +126,13 @@ def main(cfg: DictConfig) -> None:
     try:
         if cfg.compare:
             if len(cfg.compare) != 2:
-                _fail(f"compare needs two sweep ids, e.g. compare=[ID1,ID2]; got {list(cfg.compare)}")
+                _fail("compare", f"needs two sweep ids, e.g. compare=[ID1,ID2]; got {list(cfg.compare)}")
             report_compare(client, str(cfg.compare[0]), str(cfg.compare[1]), out)
             return
         sweep_id = cfg.sweep or tbl.latest_sweep_id(client, preset=cfg.preset, experiment=cfg.mlflow_experiment)
         report_sweep(client, str(sweep_id), out, bool(cfg.log_to_parent))
     except tbl.SweepNotFound as err:
-        _fail(f"{err.message} (tracking store {cfg.tracking.uri}); it has:\n{err.listing}")
+        _fail(f"tracking store {cfg.tracking.uri}", f"{err.message}; it has:\n{err.listing}")
 
 
 def cli() -> None:
