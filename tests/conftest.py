@@ -89,6 +89,16 @@ def make_feature_arrays(n=40, frames=32, mel=64, seed=0):
     return feats, valence, arousal, names
 
 
+def sweep_assets(tmp) -> dict:
+    """A tiny reference checkpoint and a 120-clip feature file in ``tmp``, for subprocess sweeps."""
+    from steering.data import write_feature_file
+
+    checkpoint = tmp / "ref.pth"
+    torch.save({"model": reference_state(), "iteration": 10}, checkpoint)
+    features = write_feature_file(tmp / "feats.h5", *make_feature_arrays(n=120, frames=32, seed=5))
+    return {"checkpoint": checkpoint, "features": features, "tmp": tmp}
+
+
 @pytest.fixture
 def feature_file(tmp_path):
     from steering.data import write_feature_file

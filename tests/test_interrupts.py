@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from steering.data import write_feature_file
-from tests.conftest import make_feature_arrays, reference_state
+from tests.conftest import make_feature_arrays, sweep_assets
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ["method=lrm,bypass,modulation,direct", "layer=conv3,conv4"]
@@ -25,11 +24,7 @@ PLANNED = 8
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("interrupts")
-    checkpoint = tmp / "ref.pth"
-    torch.save({"model": reference_state(), "iteration": 10}, checkpoint)
-    features = write_feature_file(tmp / "feats.h5", *make_feature_arrays(n=120, frames=32, seed=5))
-    return {"checkpoint": checkpoint, "features": features, "tmp": tmp}
+    return sweep_assets(tmp_path_factory.mktemp("interrupts"))
 
 
 def _env() -> dict[str, str]:

@@ -10,12 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from steering.data import write_feature_file
-from tests.conftest import make_feature_arrays, reference_state
+from tests.conftest import sweep_assets
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
@@ -23,11 +21,7 @@ CONF = str(ROOT / "conf")
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sweep")
-    checkpoint = tmp / "ref.pth"
-    torch.save({"model": reference_state(), "iteration": 10}, checkpoint)
-    features = write_feature_file(tmp / "feats.h5", *make_feature_arrays(n=120, frames=32, seed=5))
-    return {"checkpoint": checkpoint, "features": features, "tmp": tmp}
+    return sweep_assets(tmp_path_factory.mktemp("sweep"))
 
 
 def run_sweep(

@@ -9,11 +9,9 @@ import sys
 
 import pandas as pd
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
-from steering.data import write_feature_file
-from tests.conftest import make_feature_arrays, reference_state
+from tests.conftest import sweep_assets
 from tests.test_sweep import ROOT, parent_and_children, run_sweep
 
 TARGETS = ("valence", "arousal")
@@ -21,11 +19,7 @@ TARGETS = ("valence", "arousal")
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("inference")
-    checkpoint = tmp / "ref.pth"
-    torch.save({"model": reference_state(), "iteration": 10}, checkpoint)
-    features = write_feature_file(tmp / "feats.h5", *make_feature_arrays(n=120, frames=32, seed=5))
-    return {"checkpoint": checkpoint, "features": features, "tmp": tmp}
+    return sweep_assets(tmp_path_factory.mktemp("inference"))
 
 
 def _standalone(assets, name: str, *overrides: str):
