@@ -16,8 +16,7 @@ from steering.binning import Binning
 from steering.data import FeatureFile, file_hash, split_indices
 from steering.dataset_input import log_feature_input
 from steering.engine import SteeringSpec, select_connections
-from steering.engine.assign import CATEGORY_SOURCES, ORACLE_MODES
-from steering.errors import ConfigError
+from steering.engine.assign import ORACLE_MODES
 from steering.evaluation import TARGETS, RunResult, cache_dir, evaluate_configuration
 from steering.hardware import cpu_threads, resolve_device
 from steering.inputs import resolve_inputs
@@ -152,10 +151,6 @@ def evaluate(
         # Validate the choice against the demo architecture before building anything.
         arch_conns = tuple(Connection.parse(c) for c in cfg.model.arch.connections)
         steering_spec(cfg, arch_conns)
-    if str(cfg.category.get("source", "final")) not in CATEGORY_SOURCES:
-        raise ConfigError("category.source", f"must be one of {CATEGORY_SOURCES}, got {cfg.category.source!r}")
-    if int(cfg.category.get("draws", 1)) < 1:
-        raise ConfigError("category.draws", f"must be >= 1, got {cfg.category.draws}")
     trust = bool(cfg.model.get("trust_pickle", False))
     # A given checkpoint is checked before a missing feature file makes the demo build.
     model = load_model(cfg.model.checkpoint, device=device, trust_pickle=trust) if cfg.model.get("checkpoint") else None

@@ -106,7 +106,7 @@ def check_run_options(cfg: Mapping) -> None:
     """The option values of ``conf/run.yaml`` (no file is touched)."""
     from steering.binning import Binning
     from steering.data.splits import SPLIT_NAMES
-    from steering.engine.assign import CATEGORY_MODES
+    from steering.engine.assign import CATEGORY_MODES, CATEGORY_SOURCES
     from steering.engine.spec import METHODS, PATHWAY_CHOICES
 
     finite_number(cfg, "strength")
@@ -126,6 +126,10 @@ def check_run_options(cfg: Mapping) -> None:
     choice(cfg, "method.name", METHODS)
     choice(cfg, "pathway.name", PATHWAY_CHOICES)
     choice(cfg, "category.name", CATEGORY_MODES)
+    if _select(cfg, "category.source", None) is not None:  # optional for configs built without the schema
+        choice(cfg, "category.source", CATEGORY_SOURCES)
+    if _select(cfg, "category.draws", None) is not None:
+        integer(cfg, "category.draws", minimum=1)
     check_data_options(cfg)
     choice(cfg, "data.eval_split", SPLIT_NAMES)
     choice(cfg, "signals.split", SPLIT_NAMES)
