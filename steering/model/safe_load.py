@@ -12,7 +12,6 @@ import logging
 import pickle
 import re
 import warnings
-import zipfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -100,7 +99,7 @@ def safe_torch_load(path: str | Path | IO[bytes], map_location: Any = "cpu", tru
         if not isinstance(path, Path):
             path.seek(0)
         return torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+    except Exception as exc:  # malformed bytes make the unpickler fail in many ways (IndexError, KeyError, ...)
         raise UnreadableFileError(f"{path}: not a readable PyTorch file ({_first_line(exc)})") from None
 
 
