@@ -139,8 +139,20 @@ def error_line(exc: BaseException) -> str | None:
     return f"error: {compact}" if compact else None
 
 
+#: Set when SIGTERM arrived: an interrupt that lands inside a library (e.g. while Hydra composes the
+#: next job's config) can come back wrapped in another exception, and must still end as interrupted.
+_SIGTERM_RECEIVED = {"value": False}
+
+
 def _raise_terminated(signum: int, _frame: Any) -> None:
+    _SIGTERM_RECEIVED["value"] = True
     raise Terminated(f"signal {signum}")
+
+
+def _interrupted(terminated: bool) -> None:
+    _mark_sweep_interrupted()
+    print("error: interrupted" + (" (SIGTERM)" if terminated else ""), file=sys.stderr, flush=True)
+    sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
 
 
 def install_sigterm_handler() -> None:
@@ -197,13 +209,16 @@ def run_app(main: Callable[[], Any]) -> None:
     try:
         main()
     except KeyboardInterrupt as exc:
-        _mark_sweep_interrupted()
         if full:
+            _mark_sweep_interrupted()
             raise
-        terminated = isinstance(exc, Terminated)
-        print("error: interrupted" + (" (SIGTERM)" if terminated else ""), file=sys.stderr, flush=True)
-        sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
+        _interrupted(isinstance(exc, Terminated))
     except Exception as exc:
+        if _SIGTERM_RECEIVED["value"]:  # the interrupt surfaced as another library's error
+            if full:
+                _mark_sweep_interrupted()
+                raise
+            _interrupted(True)
         if full:
             raise
         line = error_line(exc)

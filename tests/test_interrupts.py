@@ -235,3 +235,28 @@ def test_resume_marks_running_runs_of_dead_processes_failed(tmp_path):
     child = running(gone.pid, **{"mlflow.parentRunId": parent})
     assert fail_dead_sweeps(client, exp) == 2
     assert {client.get_run(r).info.status for r in (parent, child)} == {"FAILED"}
+
+
+def test_sigterm_wrapped_in_a_library_error_still_ends_as_interrupted(monkeypatch, capsys):
+    """A SIGTERM that lands inside a library (Hydra composing the next job) may come back as another
+    exception; the app must still exit 143 with the interrupted line, not a one-line config error."""
+    from steering import errors
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setitem(errors._SIGTERM_RECEIVED, "value", False)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def composing_the_next_job() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises during this call
+        except KeyboardInterrupt as exc:
+            raise errors.ConfigError("arch.connections", "'NoneType' object has no attribute") from exc
+
+    try:
+        with pytest.raises(SystemExit) as info:
+            errors.run_app(composing_the_next_job)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert info.value.code == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip() == "error: interrupted (SIGTERM)"
