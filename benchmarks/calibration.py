@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from steering.metrics import paired_bootstrap_dr, pearson, williams_t, zou_ci
+from steering.stats.metrics import paired_bootstrap_dr, pearson, williams_t, zou_ci
 
 
 def null_predictions(

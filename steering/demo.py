@@ -26,10 +26,10 @@ from omegaconf import DictConfig
 from steering.config import config_dir
 from steering.data import FeatureFile, split_indices
 from steering.errors import one_line_errors
-from steering.integrity import check_or_record, write_checksum
 from steering.model import ModelConfig, load_model
+from steering.model.training import TrainConfig, evaluate, train_model
 from steering.prepare import prepare_synthetic
-from steering.training import TrainConfig, evaluate, train_model
+from steering.util.integrity import check_or_record, write_checksum
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "STEERING_CACHE_DIR"

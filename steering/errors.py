@@ -48,8 +48,8 @@ class Terminated(KeyboardInterrupt):
 def known_errors() -> tuple[type[BaseException], ...]:
     """Exception types that describe the user's input or environment (imported lazily)."""
     from steering.audio.frontend import AudioError
-    from steering.binning import BinningError
     from steering.data import FeatureFileError
+    from steering.data.binning import BinningError
     from steering.engine import SteeringConfigError
     from steering.model import CheckpointError
     from steering.model.safe_load import TorchFileError

@@ -4,7 +4,7 @@ Three phases: configuration-independent work once per chunk (pass 1, baseline, t
 block's output; memory and on-disk cache), each sample's signal (several draws for the random
 controls), then only the configuration-dependent part, for every strength of the current sweep
 and every draw in one batched forward. Sibling jobs of a sweep read their strength from an
-explicit :class:`~steering.reuse.SweepReuse` keyed on the whole configuration except strength.
+explicit :class:`~steering.engine.reuse.SweepReuse` keyed on the whole configuration except strength.
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from steering.binning import Binning
 from steering.data import FeatureFile, indices_hash
+from steering.data.binning import Binning
 from steering.engine import SteeringSpec, steer_direct
 from steering.engine.assign import MULTI_DRAW_MODES, Assignment, GaussianReference, assign_draws
 from steering.engine.chunked import plan_chunks, shared_bytes_per_clip, shared_chunk, steer_chunk
 from steering.engine.core import TARGETS, SharedPass
+from steering.engine.hardware import autocast, choose_precision
+from steering.engine.reuse import SweepReuse, reuse_key
 from steering.engine.store import SharedPassStore, shared_key
-from steering.hardware import autocast, choose_precision
-from steering.metrics import pearson
 from steering.model.lrm import PATHWAYS
-from steering.reuse import SweepReuse, reuse_key
-from steering.run_metrics import run_metrics
 from steering.signals import SignalSet
 from steering.signals.reference import reference_activations, reference_indices
+from steering.stats.metrics import pearson
+from steering.stats.run_metrics import run_metrics
 
 log = logging.getLogger(__name__)
 

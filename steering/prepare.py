@@ -191,7 +191,7 @@ def synthetic_features(
     The result does not depend on ``workers`` or ``chunk``: every clip has its own seeded generator.
     """
     from steering.audio.frontend import LogMel, frontend_config
-    from steering.hardware import cpu_threads
+    from steering.engine.hardware import cpu_threads
 
     syn = synthetic if isinstance(synthetic, SyntheticConfig) else SyntheticConfig.from_mapping(synthetic)
     fe = frontend_config(frontend)
@@ -239,7 +239,7 @@ def prepare_synthetic(
 # --------------------------------------------------------------------------- Hydra app
 def run(cfg: Mapping) -> Path:
     """Dispatch on ``cfg.source.name`` (folder or synthetic); the output path is checked before work."""
-    from steering.validation import check_output_path
+    from steering.assets.validation import check_output_path
 
     check_output_path(cfg)
     source = dict(cfg["source"])

@@ -115,9 +115,9 @@ def _fail(what: str, problem: str) -> None:
 def main(cfg: DictConfig) -> None:
     from mlflow.tracking import MlflowClient
 
-    from steering.logs import route_mlflow_logging
-    from steering.preflight import check_tracking
     from steering.sweep import table as tbl
+    from steering.sweep.logs import route_mlflow_logging
+    from steering.tracking.preflight import check_tracking
 
     route_mlflow_logging()
     check_tracking(str(cfg.tracking.uri))

@@ -131,7 +131,7 @@ def sync(directory: str | Path, tracking_uri: str | None = None) -> str:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from steering.preflight import check_tracking
+    from steering.tracking.preflight import check_tracking
 
     directory = Path(directory)
     info = read_run_info(directory)

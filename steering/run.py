@@ -15,7 +15,7 @@ from steering.config import config_dir
 from steering.errors import one_line_errors
 
 if TYPE_CHECKING:
-    from steering.reuse import SweepReuse
+    from steering.engine.reuse import SweepReuse
 
 log = logging.getLogger("steering.run")
 
@@ -26,7 +26,7 @@ _current_sweep: dict[str, tuple[tuple, SweepReuse]] = {}
 
 def sweep_reuse(sweep_dir: str | Path | None) -> SweepReuse | None:
     """The reuse object of the sweep in ``sweep_dir`` (created on its first job), or None outside sweeps."""
-    from steering.reuse import SweepReuse
+    from steering.engine.reuse import SweepReuse
 
     if sweep_dir is None:
         _current_sweep.clear()
@@ -43,7 +43,7 @@ def sweep_reuse(sweep_dir: str | Path | None) -> SweepReuse | None:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="run")
 @one_line_errors
 def main(cfg: DictConfig) -> float:
-    from steering.runner import evaluate, summary  # torch and MLflow load after composition
+    from steering.tracking.job import evaluate, summary  # torch and MLflow load after composition
 
     hydra_cfg = HydraConfig.get()
     sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from steering.assets.resolve import resolve_features
 from steering.config import config_dir
 from steering.errors import one_line_errors
-from steering.inputs import resolve_features
 
 if TYPE_CHECKING:
-    from steering.training import TrainResult
+    from steering.model.training import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,10 @@ def run(cfg: Mapping) -> TrainResult:
     """Train with ``cfg`` (a resolved plain mapping) and log to MLflow; inputs are checked first."""
     import mlflow
 
-    from steering.preflight import check_tracking
-    from steering.tracking import configure, flatten
-    from steering.training import train_model
-    from steering.validation import check_train_features, check_train_options
+    from steering.assets.validation import check_train_features, check_train_options
+    from steering.model.training import train_model
+    from steering.tracking.preflight import check_tracking
+    from steering.tracking.runs import configure, flatten
 
     check_train_options(cfg)
     check_tracking(cfg["tracking"]["uri"])

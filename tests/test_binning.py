@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from steering.binning import Binning, BinningError
+from steering.data.binning import Binning, BinningError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "binning"
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import torch
 
-from steering.binning import Binning
+from steering.data.binning import Binning
 from steering.engine import store
 from steering.engine.core import SharedPass
 from steering.engine.store import SharedPassStore, shared_key

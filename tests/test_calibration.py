@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.calibration import null_predictions, null_rejection_rates
-from steering.metrics import pearson
+from steering.stats.metrics import pearson
 
 
 def test_null_design_keeps_the_correlation_and_adds_rating_free_noise():

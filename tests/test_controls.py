@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from steering.binning import Binning
 from steering.data import FeatureFile, split_indices
+from steering.data.binning import Binning
 from steering.engine.assign import GaussianReference, assign_draws, assign_signals, shuffled_labels
 from steering.evaluation import _warn_dominant
-from steering.metrics import pearson
-from steering.runner import evaluate
+from steering.stats.metrics import pearson
+from steering.tracking.job import evaluate
 from tests.test_run import CONF, _cfg, assets  # noqa: F401  (fixture)
 
 

@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_dir
 
 from steering.data import write_feature_file
 from steering.errors import ResultError, error_line
-from steering.runner import evaluate
+from steering.tracking.job import evaluate
 from tests.conftest import make_feature_arrays, reference_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,8 +242,8 @@ def test_non_finite_predictions_fail_the_run_with_results_on_disk(inputs, tmp_pa
 def test_results_reach_disk_first_and_resume_logs_them_without_recomputing(inputs, tmp_path, monkeypatch):
     from mlflow.exceptions import MlflowException
 
-    from steering import runner
     from steering.errors import TrackingError
+    from steering.tracking import job as runner
 
     def server_gone(*_a, **_k):
         raise MlflowException("API request failed: connection refused")
@@ -286,7 +286,7 @@ def test_signals_from_another_feature_file_are_not_called_leakage(inputs, tmp_pa
 
 
 def _create_store(uri: str, barrier) -> None:
-    from steering.tracking import configure
+    from steering.tracking.runs import configure
 
     barrier.wait()
     configure(uri, "steering")

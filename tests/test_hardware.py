@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from steering.hardware import choose_precision, cpu_threads
+from steering.engine.hardware import choose_precision, cpu_threads
 
 
 def test_cpu_always_runs_fp32_without_probing():

@@ -214,7 +214,7 @@ def test_tracking_server_killed_mid_run_fails_in_bounded_time_and_results_sync_l
 def test_resume_marks_running_runs_of_dead_processes_failed(tmp_path):
     import socket
 
-    from steering.resume import fail_dead_runs, fail_dead_sweeps
+    from steering.tracking.resume import fail_dead_runs, fail_dead_sweeps
 
     client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
     exp = client.create_experiment("steering", artifact_location=str(tmp_path / "art"))

@@ -7,7 +7,7 @@ import logging
 
 from tqdm.contrib.logging import _TqdmLoggingHandler
 
-from steering.logs import MLFLOW_LOGGERS, ProgressLogging, route_mlflow_logging
+from steering.sweep.logs import MLFLOW_LOGGERS, ProgressLogging, route_mlflow_logging
 
 
 def test_mlflow_loggers_go_through_the_root_handlers(monkeypatch):

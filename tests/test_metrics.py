@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from steering.metrics import (
+from steering.stats.metrics import (
     bootstrap_dr_samples,
     ccc,
     mae,

@@ -10,8 +10,8 @@ from pathlib import Path
 import mlflow
 
 from steering.data import FeatureFile, split_indices
-from steering.runner import evaluate
-from steering.tracking import git_commit
+from steering.tracking.job import evaluate
+from steering.tracking.runs import git_commit
 from tests.test_run import _cfg, assets  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def test_git_commit_marks_a_dirty_tree_and_is_unknown_outside_git(tmp_path):
 
 
 def test_git_commit_of_a_run_started_elsewhere(tmp_path):
-    code = "from steering.tracking import git_commit; print(git_commit())"
+    code = "from steering.tracking.runs import git_commit; print(git_commit())"
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "MLFLOW_DISABLE_TELEMETRY": "true"}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr

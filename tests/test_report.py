@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from steering.sweep import table as tbl
-from steering.tracking import configure
+from steering.tracking.runs import configure
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from steering import runner
 from steering.engine import store
-from steering.reuse import SweepReuse, reuse_key
+from steering.engine.reuse import SweepReuse, reuse_key
+from steering.tracking import job as runner
 from tests.test_sweep import CONF, assets, parent_and_children, run_sweep  # noqa: F401  (fixture)
 
 STEERED = ["steered_valence", "steered_arousal"]

@@ -17,8 +17,8 @@ from hydra import compose, initialize_config_dir
 
 from steering.data import FeatureFile, split_indices, write_feature_file
 from steering.engine import SteeringConfigError
-from steering.metrics import williams_t
-from steering.runner import evaluate
+from steering.stats.metrics import williams_t
+from steering.tracking.job import evaluate
 from tests.conftest import make_feature_arrays
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -136,7 +136,8 @@ def test_impossible_pair_fails_before_any_work(assets):
 
 
 def test_model_unchanged_and_no_hooks_after_a_failing_run(assets, monkeypatch):
-    from steering import evaluation, runner
+    from steering import evaluation
+    from steering.tracking import job as runner
 
     before = _params_hash(assets["checkpoint"])
     seen = {}
@@ -188,8 +189,8 @@ def test_cli_runs_one_configuration(assets):
 
 
 def test_resume_skips_a_configuration_that_already_finished(assets, monkeypatch):
-    from steering import runner
-    from steering.tracking import PARENT_FILE
+    from steering.tracking import job as runner
+    from steering.tracking.runs import PARENT_FILE
 
     first = evaluate(_cfg(assets, "resume=true", "method=direct", "strength=0.5"))
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from steering.binning import Binning
 from steering.data import FeatureFile, split_indices
+from steering.data.binning import Binning
 from steering.signals import (
     SignalFileError,
     SignalSet,

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from steering import runner
 from steering.engine import chunked, store
-from steering.engine.siblings import sweep_strengths
-from steering.reuse import SweepReuse
+from steering.engine.reuse import SweepReuse
+from steering.sweep.siblings import sweep_strengths
+from steering.tracking import job as runner
 from tests.test_run import _cfg, assets  # noqa: F401  (fixture)
 
 

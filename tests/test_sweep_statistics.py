@@ -8,10 +8,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from steering.metrics import pearson
+from steering.stats import multiplicity as mult
+from steering.stats.metrics import pearson
 from steering.sweep import confirmation as conf
 from steering.sweep import contrasts as ctr
-from steering.sweep import multiplicity as mult
 from steering.sweep import steerability as steer
 from tests.test_sweep import CONF
 

@@ -69,7 +69,7 @@ def test_parent_run_carries_fixed_config_varied_choices_summary_and_table(assets
 def test_joblib_sweep_logs_to_an_already_running_server(assets):  # noqa: F811
     tmp = assets["tmp"]
     backend = f"sqlite:///{tmp}/team.db"
-    from steering.tracking import configure
+    from steering.tracking.runs import configure
 
     configure(backend, "steering")  # the team's store exists before its server starts
     server = start_server(backend, tmp / "team-server", workers=1)

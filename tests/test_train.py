@@ -9,7 +9,7 @@ import torch
 from steering import load_model
 from steering.data import split_indices
 from steering.model import build_model
-from steering.training import TrainConfig, pearson, train_model
+from steering.model.training import TrainConfig, pearson, train_model
 
 TINY_ARCH = {"channels": [4, 8, 8, 16], "embedding_size": 16, "head_hidden": 12, "mel_bins": 64}
 FAST = {"epochs": 2, "batch_size": 8, "lr": 3e-3, "progress": False}
@@ -27,7 +27,7 @@ def feature_file(tmp_path):
 
 
 def test_train_saves_loadable_reference_checkpoint(feature_file, tmp_path, monkeypatch):
-    import steering.training as training
+    import steering.model.training as training
 
     seen: list[np.ndarray] = []
     real_evaluate = training.evaluate

@@ -12,7 +12,7 @@ import mlflow
 import pytest
 
 from steering.sweep.server import start_server
-from steering.tracking import configure
+from steering.tracking.runs import configure
 from tests.test_sweep import assets, run_sweep  # noqa: F401  (module fixture)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -258,7 +258,7 @@ class SignalsAppConfig:
 # --------------------------------------------------------------------------- steering.train
 @dataclass
 class TrainConf:
-    """``train`` section of ``steering.train`` (the fields of ``steering.training.TrainConfig``)."""
+    """``train`` section of ``steering.train`` (the fields of ``steering.model.training.TrainConfig``)."""
 
     epochs: int = integer(30, ge=1)
     batch_size: int = integer(32, ge=1)

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from steering.engine.core import SharedPass
-from steering.integrity import digest_bytes, verify, write_checksum
 from steering.model.safe_load import safe_torch_load
+from steering.util.integrity import digest_bytes, verify, write_checksum
 
 log = logging.getLogger(__name__)
 

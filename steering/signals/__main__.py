@@ -13,10 +13,10 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from steering.binning import Binning
+from steering.assets.resolve import resolve_inputs
 from steering.config import config_dir
+from steering.data.binning import Binning
 from steering.errors import one_line_errors
-from steering.inputs import resolve_inputs
 
 log = logging.getLogger("steering.signals")
 
@@ -24,12 +24,12 @@ log = logging.getLogger("steering.signals")
 def run_signals(cfg: DictConfig) -> Path:
     """Extract and save the signals described by ``cfg`` (the ``conf/signals.yaml`` shape); returns the file."""
     from steering import load_model
+    from steering.assets.validation import check_features, check_signals_options
     from steering.data import FeatureFile, file_hash, split_indices
-    from steering.hardware import resolve_device
+    from steering.engine.hardware import resolve_device
     from steering.signals.extract import extract_signals
     from steering.signals.io import save_signals
     from steering.signals.signalset import PATHWAYS
-    from steering.validation import check_features, check_signals_options
 
     binning = Binning.from_mapping(cfg.binning)
     check_signals_options(cfg)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from steering.binning import Binning
+from steering.data.binning import Binning
 from steering.data.splits import indices_hash
 from steering.signals.io import SignalFileError, load_signals, save_signals
 from steering.signals.signalset import SignalSet

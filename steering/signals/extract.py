@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from steering.binning import Binning
 from steering.data import FeatureFile
+from steering.data.binning import Binning
 from steering.signals.diagnostics import signal_diagnostics
 from steering.signals.signalset import PATHWAYS, SignalSet
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from steering.binning import Binning, BinningError
+from steering.data.binning import Binning, BinningError
 from steering.signals.signalset import PATHWAYS, SIGNAL_DIM, SignalSet
 
 log = logging.getLogger(__name__)

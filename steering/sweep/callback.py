@@ -6,7 +6,7 @@ Registered in ``conf/run.yaml`` under ``hydra.callbacks``. In a multirun it
 2. opens the parent run (client API, so no active fluent run leaks into in-process jobs),
 3. for parallel launchers over a SQLite store, starts a local ``mlflow server`` so that jobs log
    over HTTP instead of writing SQLite concurrently,
-4. writes ``mlflow_parent.json`` into the sweep dir; ``steering.tracking.job_run`` reads it and
+4. writes ``mlflow_parent.json`` into the sweep dir; ``steering.tracking.runs.job_run`` reads it and
    nests each job's run under the parent (tags ``mlflow.parentRunId``, ``sweep_id``),
 5. at the end builds ``comparison.csv``/``comparison.md`` (and a strength-response figure when
    strength varies) from the child runs, logs them to the parent and writes them into the sweep dir;
@@ -44,20 +44,20 @@ from mlflow.entities import Metric  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from steering import ui_links  # noqa: E402
 from steering.errors import TrackingError, one_line  # noqa: E402
-from steering.logs import route_mlflow_logging  # noqa: E402
-from steering.preflight import check_tracking  # noqa: E402
-from steering.resume import fail_dead_sweeps  # noqa: E402
+from steering.stats import multiplicity as mult  # noqa: E402
 from steering.sweep import confirmation as conf  # noqa: E402
 from steering.sweep import formats  # noqa: E402
-from steering.sweep import multiplicity as mult  # noqa: E402
 from steering.sweep import table as tbl  # noqa: E402
 from steering.sweep.analysis import write_analyses  # noqa: E402
 from steering.sweep.interrupt import end_running_children, note_unfinished, planned_jobs  # noqa: E402
+from steering.sweep.logs import route_mlflow_logging  # noqa: E402
 from steering.sweep.parent import annotate_parent  # noqa: E402
 from steering.sweep.server import LocalServer, start_server  # noqa: E402
-from steering.tracking import PARENT_FILE, configure, process_tags, sweep_parent  # noqa: E402
+from steering.tracking import links as ui_links  # noqa: E402
+from steering.tracking.preflight import check_tracking  # noqa: E402
+from steering.tracking.resume import fail_dead_sweeps  # noqa: E402
+from steering.tracking.runs import PARENT_FILE, configure, process_tags, sweep_parent  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from steering.sweep.table import override_values
-from steering.tracking import PARENT_FILE
+from steering.tracking.runs import PARENT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def run_confirmation(
     ``parent`` is the sweep's ``mlflow_parent.json`` content; the run logs to ``parent['backend_uri']``
     (the sweep's local server, if any, is already stopped).
     """
-    from steering.runner import evaluate  # the sweep glue needs the runner only here
+    from steering.tracking.job import evaluate  # the sweep glue needs the runner only here
 
     out = Path(sweep_dir) / OUT_DIR
     out.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from steering.metrics import bootstrap_dr_samples, pearson
-from steering.sweep.multiplicity import benjamini_hochberg, holm
+from steering.stats.metrics import bootstrap_dr_samples, pearson
+from steering.stats.multiplicity import benjamini_hochberg, holm
 from steering.sweep.predictions import check_same_clips, steered_draws
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from steering.sweep import formats, multiplicity
+from steering.stats import multiplicity
+from steering.sweep import formats
 
 log = logging.getLogger(__name__)
 

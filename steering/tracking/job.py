@@ -12,29 +12,29 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from steering.binning import Binning
-from steering.data import FeatureFile, file_hash, split_indices
-from steering.dataset_input import log_feature_input
-from steering.engine import SteeringSpec, select_connections
-from steering.engine.assign import ORACLE_MODES
-from steering.evaluation import TARGETS, RunResult, cache_dir, evaluate_configuration
-from steering.hardware import cpu_threads, resolve_device
-from steering.inputs import resolve_inputs
-from steering.model import Connection, load_model
-from steering.preflight import check_tracking
-from steering.results import artifact_files, logging_failed, mark_logged, record_pending, sync_pending, write_results
-from steering.resume import fail_dead_runs
-from steering.reuse import SweepReuse
-from steering.signals import SignalSet, cached_signals, extract_signals, load_signals, save_signals
-from steering.tracking import config_hash, configure, find_finished, job_run, sweep_choices, sweep_parent
-from steering.ui_links import how_to_open, store_uri
-from steering.validation import (
+from steering.assets.resolve import resolve_inputs
+from steering.assets.validation import (
     check_finite_results,
     check_input_paths,
     check_run_inputs,
     check_run_options,
     prediction_columns,
 )
+from steering.data import FeatureFile, file_hash, split_indices
+from steering.data.binning import Binning
+from steering.engine import SteeringSpec, select_connections
+from steering.engine.assign import ORACLE_MODES
+from steering.engine.hardware import cpu_threads, resolve_device
+from steering.engine.reuse import SweepReuse
+from steering.evaluation import TARGETS, RunResult, cache_dir, evaluate_configuration
+from steering.model import Connection, load_model
+from steering.results import artifact_files, logging_failed, mark_logged, record_pending, sync_pending, write_results
+from steering.signals import SignalSet, cached_signals, extract_signals, load_signals, save_signals
+from steering.tracking.dataset_input import log_feature_input
+from steering.tracking.links import how_to_open, store_uri
+from steering.tracking.preflight import check_tracking
+from steering.tracking.resume import fail_dead_runs
+from steering.tracking.runs import config_hash, configure, find_finished, job_run, sweep_choices, sweep_parent
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from steering.tracking import sweep_parent
+from steering.tracking.runs import sweep_parent
 
 
 def store_uri(tracking_uri: str, sweep_dir: str | Path | None = None) -> str:

@@ -104,7 +104,7 @@ def check_bootstrap(cfg: Mapping, prefix: str = "metrics") -> None:
 
 def check_run_options(cfg: Mapping) -> None:
     """The option values of ``conf/run.yaml`` (no file is touched)."""
-    from steering.binning import Binning
+    from steering.data.binning import Binning
     from steering.data.splits import SPLIT_NAMES
     from steering.engine.assign import CATEGORY_MODES, CATEGORY_SOURCES
     from steering.engine.spec import METHODS, PATHWAY_CHOICES
@@ -321,7 +321,7 @@ def check_signals_options(cfg: Mapping) -> None:
 
 def check_train_options(cfg: Mapping) -> None:
     """``conf/train.yaml``: training hyper-parameters, device, output checkpoint, given files."""
-    from steering.training import TrainConfig
+    from steering.model.training import TrainConfig
 
     given = cfg["train"]  # keys left out take TrainConfig's defaults
     for option in ("epochs", "batch_size", "eval_batch_size", "forward_passes"):

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from steering.engine.siblings import sweep_strengths
-from steering.tracking import config_hash
+from steering.sweep.siblings import sweep_strengths
+from steering.tracking.runs import config_hash
 
 log = logging.getLogger(__name__)
 

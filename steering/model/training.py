@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from steering.data import FeatureFile, split_indices
-from steering.hardware import cpu_threads, resolve_device
+from steering.engine.hardware import cpu_threads, resolve_device
 from steering.model import LRMEmotionNet, ModelConfig, build_model, save_checkpoint
 
 log = logging.getLogger(__name__)

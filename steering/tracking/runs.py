@@ -15,7 +15,7 @@ from typing import Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from steering.preflight import bound_http_retries, store_lock  # noqa: E402
+from steering.tracking.preflight import bound_http_retries, store_lock  # noqa: E402
 
 bound_http_retries()
 
@@ -69,7 +69,7 @@ def git_commit(where: str | Path | None = None) -> str:
 
 def configure(uri: str, experiment: str) -> str:
     """Point MLflow at ``uri``, create ``experiment`` if needed; returns the experiment id."""
-    from steering.logs import route_mlflow_logging
+    from steering.sweep.logs import route_mlflow_logging
 
     route_mlflow_logging()  # MLflow's messages in Hydra's format (and the job's log file)
     mlflow.set_tracking_uri(uri)

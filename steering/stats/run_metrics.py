@@ -1,6 +1,6 @@
 """A run's metrics from its predictions, for one signal draw or the mean over several.
 
-Single-draw modes log exactly :func:`steering.metrics.target_metrics`. Multi-draw controls
+Single-draw modes log exactly :func:`steering.stats.metrics.target_metrics`. Multi-draw controls
 (``random``, ``shuffled``) report the mean over draws of every per-draw statistic, so that
 ``dr_t = r_steered_t - r_base_t`` still holds, plus the spread of Δr over draws
 (``dr_t_draws_sd``, ``_min``, ``_max``). Their interval and p-value are those of the draw-mean Δr:
@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from steering.engine.core import TARGETS
-from steering.metrics import bootstrap_dr_samples, pearson, target_metrics
+from steering.stats.metrics import bootstrap_dr_samples, pearson, target_metrics
 
 #: Per-draw statistics averaged over draws (the Δr itself is handled separately).
 _AVERAGED = ("r_steered", "ccc_steered", "mae_steered", "shift")

@@ -1,0 +1,1 @@
+"""MLflow: set-up, one job end to end, results on disk then in MLflow, resume, preflight, links."""

@@ -1,0 +1,1 @@
+"""Plumbing shared by every layer: hashing, atomic writes, checksummed caches."""
