@@ -1,16 +1,29 @@
-"""Feature files and splits."""
+"""Feature files, splits and emotion categories (binning).
 
-from steering.data.features import Batch, FeatureFile, FeatureFileError, file_hash, write_feature_file
-from steering.data.splits import indices_hash, legacy_split, split_indices, threeway_split
+Names are imported on first use, so an app's ``--help`` that only needs the binning does not load
+h5py or torch.
+"""
 
-__all__ = [
-    "Batch",
-    "FeatureFile",
-    "FeatureFileError",
-    "file_hash",
-    "indices_hash",
-    "legacy_split",
-    "split_indices",
-    "threeway_split",
-    "write_feature_file",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "Batch": "steering.data.features",
+    "FeatureFile": "steering.data.features",
+    "FeatureFileError": "steering.data.features",
+    "file_hash": "steering.data.features",
+    "write_feature_file": "steering.data.features",
+    "indices_hash": "steering.data.splits",
+    "legacy_split": "steering.data.splits",
+    "split_indices": "steering.data.splits",
+    "threeway_split": "steering.data.splits",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'steering.data' has no attribute {name!r}")
