@@ -1,4 +1,4 @@
-"""Audio + ratings -> feature file in the reference HDF5 layout (reference-model.md §2).
+"""Audio + ratings -> feature file in the reference HDF5 layout (docs/formats.md).
 
 ``python -m steering.prepare source.audio_dir=DIR output=features.h5`` reads a folder of audio
 (nested folders; wav/flac/ogg) with ``Valence.csv`` and ``Arousal.csv`` (no header: file name,

@@ -25,7 +25,7 @@ CONNECTIONS = [
 def reference_state(
     channels=TINY_CHANNELS, embedding=TINY_EMBEDDING, hidden=TINY_HIDDEN, flat_lrm=False, seed=0
 ) -> dict[str, torch.Tensor]:
-    """A state_dict written from the reference key list (reference-model.md §1.6), random values."""
+    """A state_dict written from the reference key list (docs/formats.md, "Checkpoints"), random values."""
     g = torch.Generator().manual_seed(seed)
 
     def rnd(*shape, scale=0.3):

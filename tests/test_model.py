@@ -1,4 +1,4 @@
-"""The LRM model: checkpoint loading, ModBlock formulas, passes and hooks."""
+"""The LRM model: checkpoint loading, ModBlock formulas, passes and the partial forward."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_modblock_matches_hand_computation(tiny_model):
     block = tiny_model.modblock(conn)
     v = torch.rand(2, 128) * 3
     H, W = 5, 7
-    # Formulas of reference-model.md §1.4, computed on the full (H, W) map.
+    # The ModBlock formulas of docs/model.md, computed on the full (H, W) map.
     z = (v - v.mean(1, keepdim=True)) / torch.sqrt(v.var(1, unbiased=False, keepdim=True) + 1e-5)
     t = torch.tanh(z).view(2, 128, 1, 1)
     t = F.interpolate(t, size=(H, W), mode="bilinear", align_corners=True)
@@ -103,7 +103,7 @@ def test_two_passes_differ_and_use_pass1_activations(tiny_model):
     x = features()
     one, two = tiny_model(x, forward_passes=2, return_list=True)
     assert (one["valence"] - two["valence"]).abs().max() > 1e-4
-    # pass 2 by hand: hooks from pass-1 activations, out <- relu(out * (1 + sum m))
+    # pass 2 by hand: gains from pass-1 activations, out <- relu(out * (1 + sum m))
     mods = tiny_model.modulations(one)
     gains = tiny_model.gains_from(mods)
     h = tiny_model.backbone.stem(x)
@@ -130,7 +130,7 @@ def test_zero_modulation_makes_two_passes_equal_one(tiny_model):
     assert torch.equal(one["valence"], two["valence"]) and torch.equal(one["arousal"], two["arousal"])
 
 
-def test_no_hooks_remain_after_an_error(tiny_model):
+def test_an_error_mid_pass_leaves_no_hooks_and_a_working_model(tiny_model):
     def boom(*_):
         raise RuntimeError("boom")
 
@@ -142,6 +142,54 @@ def test_no_hooks_remain_after_an_error(tiny_model):
         assert len(block._forward_hooks) == 0
     x = features()
     torch.testing.assert_close(tiny_model(x, forward_passes=1)["embedding"], _plain_cnn6(tiny_model, x))
+
+
+def _own_gains(model, x):
+    return model.gains_from(model.modulations(model.feedforward(x)))
+
+
+@torch.inference_mode()
+def test_a_pass_resumed_at_any_block_equals_the_whole_pass(tiny_model):
+    x = features()
+    gains = _own_gains(tiny_model, x)
+    whole = tiny_model.single_pass(x, gains)
+    for k in range(4):
+        raw = tiny_model.single_pass(x, gains, stop_at_block=k)
+        resumed = tiny_model.single_pass(raw, gains, start_at_block=k)
+        assert all(torch.equal(resumed[key], whole[key]) for key in whole)
+    assert torch.equal(tiny_model.single_pass(x, gains, stop_at="embedding"), whole["embedding"])
+    assert torch.equal(tiny_model(x)["valence"], whole["valence"])
+
+
+@torch.inference_mode()
+def test_a_stopped_pass_returns_the_raw_output_before_the_gain(tiny_model):
+    x = features()
+    gains = _own_gains(tiny_model, x)
+    # Block 1's input does not depend on feedback, so its raw output is the same with and without gains.
+    assert torch.equal(tiny_model.single_pass(x, gains, stop_at_block=0), tiny_model.single_pass(x, stop_at_block=0))
+    with_gains = tiny_model.single_pass(x, gains, stop_at_block=1)
+    assert not torch.allclose(with_gains, tiny_model.single_pass(x, stop_at_block=1))
+    assert with_gains.min() >= 0
+
+
+@torch.inference_mode()
+def test_pooled_last_block_shortcut_equals_the_full_map(tiny_model):
+    x = features()
+    raw = tiny_model.single_pass(x, _own_gains(tiny_model, x), stop_at_block=3)
+    gain = torch.randn(3, 16, 1, 1, generator=torch.Generator().manual_seed(4))  # negative entries too
+    assert tiny_model.pooled_shortcut
+    pooled = tiny_model.single_pass(raw, start_at_block=3, stop_at="pooled")
+    short = tiny_model.heads_from_pooled(pooled, gain)
+    full = tiny_model.single_pass(raw, {3: gain}, start_at_block=3)
+    for key in ("valence", "arousal", "embedding"):
+        torch.testing.assert_close(short[key], full[key], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("start, stop", [(None, 4), (2, 2), (2, 1)])
+def test_a_stop_block_outside_the_pass_is_refused(tiny_model, start, stop):
+    x = features() if start is None else torch.zeros(3, 8, 4, 4)
+    with pytest.raises(ValueError, match="stop_at_block"):
+        tiny_model.single_pass(x, start_at_block=start, stop_at_block=stop)
 
 
 def test_no_state_leaks_between_calls(tiny_model):

@@ -1,4 +1,4 @@
-"""Log-mel front end of the reference feature file (reference-model.md §2), in numpy/torch only."""
+"""Log-mel front end of the reference feature file (docs/formats.md, "Feature file"), in numpy/torch only."""
 
 from __future__ import annotations
 

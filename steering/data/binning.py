@@ -1,4 +1,4 @@
-"""Emotion categories from (valence, arousal) values (reference-model.md §3).
+"""Emotion categories from (valence, arousal) values (docs/formats.md, "Signal file").
 
 A scheme is a list of increasing thresholds and bin names per axis; a value equal to a threshold
 falls in the lower bin. A category is named ``{valence}_{arousal}``, e.g. ``negative_strong``.

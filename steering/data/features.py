@@ -1,4 +1,4 @@
-"""Reader for the reference HDF5 feature file (reference-model.md §2).
+"""Reader for the reference HDF5 feature file (docs/formats.md, "Feature file").
 
 The file is opened lazily and read by index, so a large file is never loaded whole.
 """

@@ -23,7 +23,7 @@ def shared_bytes_per_clip(model: LRMEmotionNet, start_block: int, frames: int) -
     """Bytes one clip's shared results take (fp32): the prefix plus activations and modulations."""
     cfg = model.config
     c = cfg.channels[start_block]
-    if start_block == len(cfg.channels) - 1:
+    if start_block == model.last_block and model.pooled_shortcut:
         prefix = c
     else:
         prefix = c * (frames >> (start_block + 1)) * (cfg.mel_bins >> (start_block + 1))

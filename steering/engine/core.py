@@ -1,12 +1,12 @@
-"""Steered forward passes.
+"""Steered forward passes, all through the model's one forward path (``LRMEmotionNet.single_pass``).
 
 Feedback acts on a block's *output* (gain, then ReLU), so for a configuration whose earliest
 steered block is k, everything up to block k's unmodified pass-2 output is the same for every
 strength, method, signal and blend: pass 1, the model's own modulations, the baseline and that
-output (the "prefix"). :func:`shared_pass` computes them once; :func:`steer_from_shared` runs only
-the gain at block k and the layers after it, for several strengths in one batched forward.
-:func:`steer_direct` is the straightforward reference (whole passes, hooks): both agree to float
-rounding, which the tests and ``benchmarks/sweep.py`` check.
+output (the "prefix"). :func:`shared_pass` computes them once; :func:`steer_from_shared` resumes
+the pass at block k with the steered gains, for several strengths in one batched forward.
+:func:`steer_direct` is the straightforward reference (whole passes): both run the same
+operations on the same values, which the tests and ``benchmarks/sweep.py`` check.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 from steering.engine.methods import method_modulation
 from steering.engine.spec import SteeringSpec
-from steering.model.lrm import PATHWAYS, Connection, apply_gain
+from steering.model.lrm import PATHWAYS, Connection
 from steering.model.network import LRMEmotionNet
 
 TARGETS = ("valence", "arousal")
@@ -99,37 +99,28 @@ def _require_eval(model: LRMEmotionNet) -> None:
 def shared_pass(model: LRMEmotionNet, features: torch.Tensor, start_block: int) -> SharedPass:
     """Pass 1, the baseline pass 2 and the raw pass-2 output of ``start_block``, in one go."""
     _require_eval(model)
-    backbone = model.backbone
-    stem = backbone.stem(features)
     # Block 1 sees the same input in both passes and feedback acts on its output, so its pass-1
     # output is also its raw pass-2 output.
-    block1 = backbone.blocks[0](stem)
-    first = model.heads(backbone.embed(backbone.run_blocks(block1, start=1)))
+    block1 = model.single_pass(features, stop_at_block=0)
+    first = model.single_pass(block1, start_at_block=0)
     own = model.modulations(first)
     gains = model.gains_from(own)
-    h = stem
-    prefix = None
-    for i, block in enumerate(backbone.blocks):
-        raw = block1 if i == 0 else block(h)
-        if i == start_block:
-            prefix = raw
-        h = apply_gain(raw, gains[i]) if i in gains else raw
-    baseline = model.heads(backbone.embed(h))
-    assert prefix is not None, f"start_block {start_block} out of range"
-    last = len(backbone.blocks) - 1
-    if start_block == last:
-        # A block's raw output is >= 0 (ReLU, then average pooling) and its gain is constant over
-        # time and frequency, so ReLU(p * g) = p * ReLU(g), and the pooling (means and a max over
-        # time) commutes with that non-negative per-channel factor: pool(ReLU(p * g)) =
-        # ReLU(g) * pool(p). For the last block the (B, C) pool(p) is all a configuration needs.
-        prefix = backbone.pool(prefix)
+    prefix = (
+        block1 if start_block == 0 else model.single_pass(block1, gains, start_at_block=0, stop_at_block=start_block)
+    )
+    baseline = model.single_pass(prefix, gains, start_at_block=start_block)
+    pooled = start_block == model.last_block and model.pooled_shortcut
+    if pooled:
+        # For the last block the (B, C) pool of its raw output is all a configuration needs
+        # (LRMEmotionNet.heads_from_pooled says why).
+        prefix = model.single_pass(prefix, start_at_block=start_block, stop_at="pooled")
     return SharedPass(
         first={k: first[k] for k in (*TARGETS, *(f"{p}_128d" for p in PATHWAYS))},
         baseline={k: baseline[k] for k in TARGETS},
         own_modulations=own,
         start_block=start_block,
         prefix=prefix,
-        pooled=start_block == last,
+        pooled=pooled,
     )
 
 
@@ -193,18 +184,8 @@ def steer_from_shared(
     sig = {p: _repeat(signals[p], n_strengths) for p in spec.pathways}
     mods = steered_modulations(model, spec, own_sources, own_mods, sig, _repeat(mask, n_strengths), rows)
     gains = model.gains_from(mods)
-    backbone = model.backbone
     h = _repeat(shared.prefix, n_strengths)
-    if shared.pooled:
-        out = model.heads(backbone.project(torch.relu(gains[k].flatten(1)) * h))
-        return {t: out[t].view(n_strengths, batch) for t in TARGETS}
-    if k in gains:
-        h = apply_gain(h, gains[k])
-    for i in range(k + 1, len(backbone.blocks)):
-        h = backbone.blocks[i](h)
-        if i in gains:
-            h = apply_gain(h, gains[i])
-    out = model.heads(backbone.embed(h))
+    out = model.heads_from_pooled(h, gains[k]) if shared.pooled else model.single_pass(h, gains, start_at_block=k)
     return {t: out[t].view(n_strengths, batch) for t in TARGETS}
 
 

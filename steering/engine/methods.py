@@ -1,4 +1,4 @@
-"""Where the strength s enters the ModBlock, one meaning per method (design.md)."""
+"""Where the strength s enters the ModBlock, one meaning per method (README, "Options")."""
 
 from __future__ import annotations
 

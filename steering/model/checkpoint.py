@@ -1,4 +1,4 @@
-"""Reading and writing checkpoints in the reference layout (reference-model.md §1.6)."""
+"""Reading and writing checkpoints in the reference layout (docs/formats.md, "Checkpoints")."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from steering.model.backbone import DEFAULT_BACKBONE, backbone_class
 from steering.model.lrm import LAYERS, Connection
 from steering.model.network import LRMEmotionNet, ModelConfig
 from steering.model.safe_load import TorchFileError, safe_torch_load
@@ -73,12 +74,18 @@ def drop_unused(state: Mapping[str, torch.Tensor], path: Path | str) -> dict[str
     return kept
 
 
-def infer_config(state: Mapping[str, torch.Tensor], path: Path | str = "<checkpoint>") -> ModelConfig:
+def infer_config(
+    state: Mapping[str, torch.Tensor], path: Path | str = "<checkpoint>", backbone: str = DEFAULT_BACKBONE
+) -> ModelConfig:
     """Architecture (channel widths, sizes, connections) from the state_dict's shapes."""
+    base = {k.removeprefix(BACKBONE_PREFIX): v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
     try:
-        channels = tuple(int(state[f"{BACKBONE_PREFIX}conv_block{i}.conv1.weight"].shape[0]) for i in range(1, 5))
-        embedding = int(state[f"{BACKBONE_PREFIX}fc1.weight"].shape[0])
-        mel_bins = int(state[f"{BACKBONE_PREFIX}bn0.weight"].shape[0])
+        sizes = backbone_class(backbone).sizes_from_state(base)
+    except KeyError as exc:
+        raise CheckpointError(
+            f"{path}: missing key {BACKBONE_PREFIX + exc.args[0]!r}; cannot infer the architecture"
+        ) from None
+    try:
         hidden = int(state["affective_valence.0.weight"].shape[0])
         source_dim = int(state["affective_valence.2.weight"].shape[0])
     except KeyError as exc:
@@ -89,7 +96,16 @@ def infer_config(state: Mapping[str, torch.Tensor], path: Path | str = "<checkpo
         if match:
             connections.add(Connection(match.group(3), LAYERS[int(match.group(2)) - 1]))
     ordered = tuple(sorted(connections, key=lambda c: (-c.block_index, c.pathway)))
-    return ModelConfig(channels, embedding, hidden, source_dim, mel_bins, ordered)
+    return ModelConfig(
+        sizes["channels"], sizes["embedding_size"], hidden, source_dim, sizes["mel_bins"], ordered, backbone
+    )
+
+
+def backbone_name(obj: Any) -> str:
+    """The backbone a checkpoint object names (``model_config.backbone``); files without one are Cnn6."""
+    meta = obj.get("model_config") if isinstance(obj, Mapping) else None
+    name = meta.get("backbone") if isinstance(meta, Mapping) else None
+    return str(name) if name else DEFAULT_BACKBONE
 
 
 def load_state_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path | str) -> None:
@@ -114,12 +130,18 @@ def load_state_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], p
     model.load_state_dict(state, strict=True)
 
 
-def read_state(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """The checkpoint's state_dict in the nested layout, unused keys dropped (CPU tensors)."""
+def _read_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], str]:
+    """The state_dict in the nested layout, unused keys dropped (CPU tensors), and the backbone's name."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    return drop_unused(normalize_layout(extract_state_dict(_read(path, "cpu", trust_pickle), path)), path)
+    obj = _read(path, "cpu", trust_pickle)
+    return drop_unused(normalize_layout(extract_state_dict(obj, path)), path), backbone_name(obj)
+
+
+def read_state(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The checkpoint's state_dict in the nested layout, unused keys dropped (CPU tensors)."""
+    return _read_checkpoint(path, trust_pickle)[0]
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", trust_pickle: bool = False) -> LRMEmotionNet:
@@ -128,14 +150,17 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", trust_pickl
     The file is loaded without running code unless ``trust_pickle`` (``model.trust_pickle``).
     """
     path = Path(path)
-    state = read_state(path, trust_pickle)
-    model = LRMEmotionNet(infer_config(state, path))
+    state, backbone = _read_checkpoint(path, trust_pickle)
+    model = LRMEmotionNet(infer_config(state, path, backbone))
     load_state_into(model, state, path)
     return model.to(device, memory_format=torch.channels_last).eval()
 
 
 def load_backbone(model: LRMEmotionNet, path: str | Path, trust_pickle: bool = False) -> None:
-    """Load PANNs Cnn6 weights (``Cnn6_mAP=0.343.pth`` layout) into ``visual_system.base``."""
+    """Load PANNs Cnn6 weights (``Cnn6_mAP=0.343.pth`` layout) into ``visual_system.base``.
+
+    The same works for another backbone whose file uses the backbone's own module names.
+    """
     path = Path(path)
     state = extract_state_dict(_read(path, "cpu", trust_pickle), path)
     unused = ("spectrogram_extractor.", "logmel_extractor.", "fc_audioset.")
@@ -175,8 +200,14 @@ def reference_state_dict(model: LRMEmotionNet) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(model: LRMEmotionNet, path: str | Path, **extra: Any) -> Path:
-    """Write ``{"model": state_dict, **extra}`` atomically in the reference layout."""
+    """Write ``{"model": state_dict, **extra}`` atomically in the reference layout.
+
+    A model on another backbone than Cnn6 also gets ``model_config`` (unless given), which names
+    the backbone for :func:`load_model`; Cnn6 files stay exactly as the reference writes them.
+    """
     path = Path(path)
+    if model.config.backbone != DEFAULT_BACKBONE:
+        extra = {"model_config": model.config.to_dict(), **extra}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"model": reference_state_dict(model), **extra}, tmp)

@@ -1,8 +1,12 @@
-"""PANNs Cnn6 backbone operating on log-mel features (module path ``visual_system.base``)."""
+"""PANNs Cnn6 backbone operating on log-mel features (module path ``visual_system.base``).
+
+It implements :class:`steering.model.backbone.Backbone`; docs/model.md describes the layers.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +18,7 @@ DEFAULT_CHANNELS: tuple[int, int, int, int] = (64, 128, 256, 512)
 class ConvBlock5x5(nn.Module):
     """Conv 5x5 (no bias) -> BatchNorm -> ReLU -> 2x2 average pool.
 
-    The module's output (after pooling, before dropout) is what feedback hooks see.
+    The module's output (after pooling, before dropout) is what feedback scales.
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -41,6 +45,9 @@ def _drop_stripes(x: torch.Tensor, dim: int, max_width: int, count: int) -> torc
 
 class Cnn6(nn.Module):
     """Cnn6 on (B, T, mel_bins) features; returns the (B, embedding) vector."""
+
+    # Block outputs are ReLU then average pooling (>= 0), and ``pool`` is means and a max.
+    gain_commutes_with_pool: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -72,10 +79,14 @@ class Cnn6(nn.Module):
         # Channels-last maps make the CPU (oneDNN) and GPU convolutions and pooling markedly faster.
         return x.contiguous(memory_format=torch.channels_last)
 
+    def after_block(self, x: torch.Tensor) -> torch.Tensor:
+        """Dropout 0.2 after every block (after its feedback gain, when it has one)."""
+        return F.dropout(x, p=0.2, training=self.training)
+
     def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int = 4) -> torch.Tensor:
-        """Run conv blocks ``start`` .. ``stop - 1`` (0-based), each followed by dropout 0.2."""
+        """Run conv blocks ``start`` .. ``stop - 1`` (0-based) without feedback (the plain PANNs network)."""
         for block in self.blocks[start:stop]:
-            x = F.dropout(block(x), p=0.2, training=self.training)
+            x = self.after_block(block(x))
         return x
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +106,17 @@ class Cnn6(nn.Module):
         return F.dropout(x, p=0.5, training=self.training)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """The plain backbone (no feedback), e.g. for PANNs weights; the LRM model walks the pieces itself."""
         return self.embed(self.run_blocks(self.stem(features)))
+
+    @classmethod
+    def sizes_from_state(cls, state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """Channel widths, embedding size and mel bins from a Cnn6 state_dict (backbone-relative keys)."""
+        return {
+            "channels": tuple(int(state[f"conv_block{i}.conv1.weight"].shape[0]) for i in range(1, 5)),
+            "embedding_size": int(state["fc1.weight"].shape[0]),
+            "mel_bins": int(state["bn0.weight"].shape[0]),
+        }
 
 
 class VisualSystem(nn.Module):

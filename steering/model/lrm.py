@@ -1,4 +1,4 @@
-"""Long-range modulatory (LRM) feedback: connections and ModBlocks (reference-model.md §1.3-1.4)."""
+"""Long-range modulatory (LRM) feedback: connections and ModBlocks (docs/model.md)."""
 
 from __future__ import annotations
 

@@ -1,18 +1,26 @@
-"""The LRM emotion model: Cnn6 backbone, valence/arousal heads and feedback (reference-model.md §1)."""
+"""The LRM emotion model: a backbone, valence/arousal heads and feedback (docs/model.md).
+
+The model owns its one forward path, :meth:`LRMEmotionNet.single_pass`, which can start at a
+block, scale block outputs by given gains and stop where asked; the full passes, the steering
+engine and signal extraction all run through it.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
 
-from steering.model.cnn6 import DEFAULT_CHANNELS, Cnn6, VisualSystem
+from steering.model.backbone import DEFAULT_BACKBONE, build_backbone
+from steering.model.cnn6 import DEFAULT_CHANNELS, VisualSystem
 from steering.model.lrm import DEFAULT_CONNECTIONS, PATHWAYS, Connection, ModBlock, apply_gain
 
 Output = dict[str, torch.Tensor]
+Gains = Mapping[int, torch.Tensor]
+StopAt = Literal["heads", "embedding", "pooled"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,7 @@ class ModelConfig:
     source_dim: int = 128
     mel_bins: int = 64
     connections: tuple[Connection, ...] = field(default=DEFAULT_CONNECTIONS)
+    backbone: str = DEFAULT_BACKBONE
 
     @classmethod
     def from_mapping(cls, cfg: Mapping) -> ModelConfig:
@@ -37,10 +46,13 @@ class ModelConfig:
             source_dim=int(cfg.get("source_dim", 128)),
             mel_bins=int(cfg.get("mel_bins", 64)),
             connections=DEFAULT_CONNECTIONS if connections is None else tuple(Connection.parse(c) for c in connections),
+            backbone=str(cfg.get("backbone") or DEFAULT_BACKBONE),
         )
 
     def to_dict(self) -> dict:
-        return {
+        """Plain form (demo cache key, checkpoint metadata); ``backbone`` only when it is not the default,
+        so keys and files made before backbones were selectable stay the same."""
+        out = {
             "channels": list(self.channels),
             "embedding_size": self.embedding_size,
             "head_hidden": self.head_hidden,
@@ -48,6 +60,9 @@ class ModelConfig:
             "mel_bins": self.mel_bins,
             "connections": [[c.pathway, c.layer] for c in self.connections],
         }
+        if self.backbone != DEFAULT_BACKBONE:
+            out["backbone"] = self.backbone
+        return out
 
 
 def _head(embedding_size: int, hidden: int, source_dim: int) -> nn.Sequential:
@@ -61,19 +76,19 @@ def _head(embedding_size: int, hidden: int, source_dim: int) -> nn.Sequential:
 
 
 class LRMEmotionNet(nn.Module):
-    """Predicts valence and arousal; head activations feed back into the conv blocks.
+    """Predicts valence and arousal; head activations feed back into the backbone's blocks.
 
     Pass 1 is feed-forward. Every later pass runs the whole network again with each connection
     modulating its target block from the *pass-1* 128-d activation of its source pathway. The
-    feedback is applied by forward hooks that exist only for the duration of a modulated pass,
-    so nothing of one call survives into the next.
+    feedback is a ``gains`` argument of :meth:`single_pass`, not state on the modules, so nothing
+    of one call survives into the next.
     """
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         self.config = config or ModelConfig()
         cfg = self.config
-        self.visual_system = VisualSystem(Cnn6(cfg.channels, cfg.embedding_size, cfg.mel_bins))
+        self.visual_system = VisualSystem(build_backbone(cfg.backbone, cfg.channels, cfg.embedding_size, cfg.mel_bins))
         self.affective_valence = _head(cfg.embedding_size, cfg.head_hidden, cfg.source_dim)
         self.affective_arousal = _head(cfg.embedding_size, cfg.head_hidden, cfg.source_dim)
         self.lrm = nn.ModuleDict()
@@ -85,21 +100,23 @@ class LRMEmotionNet(nn.Module):
 
     # ----------------------------------------------------------------- structure
     @property
-    def backbone(self) -> Cnn6:
+    def backbone(self) -> nn.Module:
+        """The backbone (a :class:`steering.model.backbone.Backbone`) at ``visual_system.base``."""
         return self.visual_system.base
 
     @property
     def connections(self) -> tuple[Connection, ...]:
         return self.config.connections
 
+    @property
+    def last_block(self) -> int:
+        return len(self.backbone.blocks) - 1
+
     def modblock(self, conn: Connection) -> ModBlock:
         try:
             return self.lrm[f"{conn.target_key}_modulation"][conn.block_name]
         except KeyError:
             raise KeyError(f"the model has no connection {conn}; it has {[str(c) for c in self.connections]}") from None
-
-    def target_block(self, layer_index: int) -> nn.Module:
-        return self.backbone.blocks[layer_index]
 
     # ----------------------------------------------------------------- pieces
     def heads(self, embedding: torch.Tensor) -> Output:
@@ -128,26 +145,67 @@ class LRMEmotionNet(nn.Module):
             gains[idx] = gains.get(idx, 1.0) + m
         return gains
 
-    @contextlib.contextmanager
-    def feedback_hooks(self, gains: Mapping[int, torch.Tensor]) -> Iterator[None]:
-        """Register gain hooks on the target blocks for the duration of the block; always removed."""
-        handles = []
-        try:
-            for idx, gain in gains.items():
+    # ----------------------------------------------------------------- the forward path
+    def _leave_block(self, index: int, raw: torch.Tensor, gains: Gains) -> torch.Tensor:
+        """A block's raw output -> the next block's input: feedback gain (if any), then the backbone's step."""
+        h = apply_gain(raw, gains[index]) if index in gains else raw
+        return self.backbone.after_block(h)
 
-                def hook(_module: nn.Module, _inp: tuple, out: torch.Tensor, g=gain) -> torch.Tensor:
-                    return apply_gain(out, g)
+    def single_pass(
+        self,
+        x: torch.Tensor,
+        gains: Gains | None = None,
+        *,
+        start_at_block: int | None = None,
+        stop_at_block: int | None = None,
+        stop_at: StopAt = "heads",
+    ) -> Output | torch.Tensor:
+        """One pass through the network, or the part of it that is asked for.
 
-                handles.append(self.target_block(idx).register_forward_hook(hook))
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
+        ``x`` is (B, T, mel) features, or with ``start_at_block=k`` the raw (pre-gain) output of
+        block k, from which the pass resumes (gain k, then block k+1 ...). ``gains`` ({block
+        index: 1 + sum m}) scale block outputs: ReLU(out * gain). With ``stop_at_block=j`` the
+        raw output of block j is returned; otherwise the pass ends at ``stop_at``: the pooled
+        (B, C) last block, the (B, E) embedding, or the heads' dict (predictions, embedding, *_128d).
+        """
+        backbone, gains = self.backbone, gains or {}
+        if start_at_block is None:
+            h, first = backbone.stem(x), 0  # (B, 1, T, mel)
+        else:
+            h, first = self._leave_block(start_at_block, x, gains), start_at_block + 1
+        if stop_at_block is not None and not first <= stop_at_block <= self.last_block:
+            raise ValueError(
+                f"stop_at_block {stop_at_block} is not a block after the start ({first}..{self.last_block})"
+            )
+        for index in range(first, self.last_block + 1):
+            raw = backbone.blocks[index](h)  # (B, C_index, T / 2^(index+1), mel / 2^(index+1))
+            if index == stop_at_block:
+                return raw
+            h = self._leave_block(index, raw, gains)
+        pooled = backbone.pool(h)  # (B, C_last)
+        if stop_at == "pooled":
+            return pooled
+        embedding = backbone.project(pooled)  # (B, E)
+        return embedding if stop_at == "embedding" else self.heads(embedding)
 
-    def feedforward(self, features: torch.Tensor, gains: Mapping[int, torch.Tensor] | None = None) -> Output:
-        """One pass; ``gains`` ({block index: gain}) modulate block outputs when given."""
-        with self.feedback_hooks(gains or {}):
-            return self.heads(self.backbone(features))
+    @property
+    def pooled_shortcut(self) -> bool:
+        """Whether :meth:`heads_from_pooled` is exact for this backbone (see its docstring)."""
+        return bool(getattr(self.backbone, "gain_commutes_with_pool", False))
+
+    def heads_from_pooled(self, pooled: torch.Tensor, gain: torch.Tensor) -> Output:
+        """Finish a pass from ``pool(p)`` of the last block's raw output ``p`` and that block's gain.
+
+        When block outputs are >= 0 and the gain is constant over the map, ReLU(p * g) =
+        p * ReLU(g), and the pooling commutes with that non-negative per-channel factor:
+        pool(ReLU(p * g)) = ReLU(g) * pool(p). So steering the last block needs only the (B, C)
+        pool(p), not the map. Valid only when :attr:`pooled_shortcut` (and in eval mode).
+        """
+        return self.heads(self.backbone.project(torch.relu(gain.flatten(1)) * pooled))
+
+    def feedforward(self, features: torch.Tensor, gains: Gains | None = None) -> Output:
+        """One whole pass; ``gains`` ({block index: gain}) modulate block outputs when given."""
+        return self.single_pass(features, gains)
 
     # ----------------------------------------------------------------- public
     def forward(

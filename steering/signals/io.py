@@ -1,4 +1,4 @@
-"""Signal files in the users' JSON layout (reference-model.md §3).
+"""Signal files in the users' JSON layout (docs/formats.md, "Signal file").
 
 Each category name maps to ``{"valence_128d": [...], "arousal_128d": [...], "samples_count": n, ...}``;
 the non-category keys ``metadata`` (provenance, diagnostics) and ``generation_config`` sit beside them.
