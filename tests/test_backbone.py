@@ -55,7 +55,8 @@ class StridedTanh(nn.Module):
 
 @pytest.fixture
 def toy_model(monkeypatch):
-    monkeypatch.setattr(backbone_registry, "BACKBONES", MappingProxyType({**backbone_registry.BACKBONES, "strided": StridedTanh}))
+    registry = MappingProxyType({**backbone_registry.BACKBONES, "strided": StridedTanh})
+    monkeypatch.setattr(backbone_registry, "BACKBONES", registry)
     torch.manual_seed(0)
     cfg = ModelConfig.from_mapping({"backbone": "strided", "channels": [4, 6, 8, 8], "embedding_size": 10})
     model = LRMEmotionNet(cfg).eval()

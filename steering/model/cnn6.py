@@ -120,9 +120,9 @@ class Cnn6(nn.Module):
 
 
 class VisualSystem(nn.Module):
-    """Container that gives the backbone its reference path ``visual_system.base``."""
+    """Container that gives the backbone (Cnn6 or another) its reference path ``visual_system.base``."""
 
-    def __init__(self, base: Cnn6) -> None:
+    def __init__(self, base: nn.Module) -> None:
         super().__init__()
         self.base = base
 
