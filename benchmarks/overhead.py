@@ -12,7 +12,11 @@ log lines Hydra and the jobs write, the start/end times of the runs in the SQLit
 script measures the same thing before and after a refactor of ``steering``. A job's span runs from
 Hydra's ``#N : ...`` launch line (before Hydra composes that job's config) to the next job's launch
 line (the last job: the last line of its own log file), so the jobs' spans and the sweep's overhead
-add up to its wall time. Machine load moves every figure: compare runs made under the same load.
+add up to its wall time. The sweep's overhead is split at log lines (MLflow's "Creating initial
+MLflow database tables", the callback's "sweep ...: parent run" and "... jobs finished", Hydra's
+"Launching"); a phase whose line is missing merges into its neighbour. Machine load stretches every
+figure: compare runs made under the same load; the CPU seconds (user + sys) of each process and the
+sweep's wall/CPU ratio show how much.
 
 Usage: ``python benchmarks/overhead.py [--jobs 20] [--cache-dir DIR] [--keep]``. The first use of a
 cache directory builds the demo (a few minutes). The last two lines are ``per job after the first:
