@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from steering.data import FeatureFile, split_indices, write_feature_file
 from steering.engine import SteeringConfigError
@@ -43,7 +44,7 @@ def _cfg(assets, *overrides):
         "batch_size=16",
     ]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(config_name="run", overrides=[*base, *overrides])
+        return OmegaConf.to_object(compose(config_name="run", overrides=[*base, *overrides]))
 
 
 def _params_hash(model_path):
