@@ -38,10 +38,10 @@ DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
 
 
 def _option(cfg: Any, dotted: str, default: Any = None) -> Any:
-    """``cfg.a.b`` for ``"a.b"``, or ``default`` where a part is absent."""
+    """``cfg.a.b`` for ``"a.b"`` (a typed config, or a plain mapping), or ``default`` where a part is absent."""
     node = cfg
     for part in dotted.split("."):
-        node = getattr(node, part, None) if node is not None else None
+        node = node.get(part) if isinstance(node, Mapping) else getattr(node, part, None)
     return default if node is None else node
 
 
@@ -234,7 +234,7 @@ def check_output_path(cfg: Any, option: str = "output") -> Path:
 
 def check_signals_options(cfg: Any) -> None:
     """``conf/signals.yaml``: the device, the output file and the given input files."""
-    check_device(cfg.device)
+    check_device(_option(cfg, "device", "auto"))
     check_output_path(cfg)
     check_input_paths(cfg)
 
@@ -243,7 +243,7 @@ def check_train_options(cfg: Any) -> None:
     """``conf/train.yaml``: device, finite loss weights, how the settings fit together, output and input files."""
     from steering.model.training import TrainConfig
 
-    check_device(cfg.train.device, "train.device")
+    check_device(_option(cfg, "train.device", "auto"), "train.device")
     for key in ("pass_weights", "target_weights"):
         weights = list(_option(cfg, f"train.{key}", []))
         if not all(_finite(w) for w in weights):
@@ -251,7 +251,7 @@ def check_train_options(cfg: Any) -> None:
     check_input_paths(cfg)
     check_output_path(cfg, "checkpoint")
     try:
-        TrainConfig.from_mapping(plain(cfg.train))
+        TrainConfig.from_mapping(plain(_option(cfg, "train", {})))
     except (TypeError, ValueError) as exc:
         raise ConfigError("train", str(exc)) from None
 
