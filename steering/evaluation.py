@@ -1,10 +1,12 @@
-"""Evaluating one steering configuration on loaded inputs: shared work, signals per sample, metrics.
+"""Evaluating one steering configuration: typed plan in, predictions and metrics out.
 
-Three phases: configuration-independent work once per chunk (pass 1, baseline, the first steered
-block's output; memory and on-disk cache), each sample's signal (several draws for the random
-controls), then only the configuration-dependent part, for every strength of the current sweep
-and every draw in one batched forward. Sibling jobs of a sweep read their strength from an
-explicit :class:`~steering.engine.reuse.SweepReuse` keyed on the whole configuration except strength.
+No MLflow, no Hydra: :func:`plan_from_config` reads the typed run config once into an
+:class:`EvaluationPlan`, and :func:`evaluate_configuration` computes on loaded inputs. Three phases:
+configuration-independent work once per chunk (pass 1, baseline, the first steered block's output;
+memory and on-disk cache), each sample's signal (several draws for the random controls), then only
+the configuration-dependent part, for every strength of the current sweep and every draw in one
+batched forward. Sibling jobs of a sweep read their strength from an explicit
+:class:`~steering.engine.reuse.SweepReuse` keyed on the whole configuration except strength.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ import hashlib
 import logging
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig
 from tqdm import tqdm
 
 from steering.data import FeatureFile, indices_hash
@@ -30,7 +32,7 @@ from steering.engine.assign import MULTI_DRAW_MODES, Assignment, GaussianReferen
 from steering.engine.chunked import plan_chunks, shared_bytes_per_clip, shared_chunk, steer_chunk
 from steering.engine.core import TARGETS, SharedPass
 from steering.engine.hardware import autocast, choose_precision
-from steering.engine.reuse import SweepReuse, reuse_key
+from steering.engine.reuse import SweepReuse, family_key, reuse_key
 from steering.engine.store import SharedPassStore, shared_key
 from steering.model.lrm import PATHWAYS
 from steering.signals import SignalSet
@@ -38,12 +40,51 @@ from steering.signals.reference import reference_activations, reference_indices
 from steering.stats.metrics import pearson
 from steering.stats.run_metrics import run_metrics
 
+if TYPE_CHECKING:
+    from steering.config.schema import RunConfig
+
 log = logging.getLogger(__name__)
 
 
-def cache_dir(cfg: DictConfig) -> Path | None:
-    directory = cfg.get("cache", {}).get("dir")
-    return Path(directory) if directory else None
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """What one evaluation computes, read once from the typed run config by :func:`plan_from_config`.
+
+    ``config_key``: the configuration's sibling-reuse key (every field but strength, and the input
+    files), so jobs that differ only in strength can share one forward.
+    """
+
+    spec: SteeringSpec
+    category: str
+    draws: int = 1
+    source: str = "final"
+    fixed_target: str | None = None
+    seed: int = 0
+    batch_size: int = 16
+    precision: str = "auto"
+    precision_tolerance: float = 1e-3
+    bootstrap_resamples: int = 2000
+    confidence: float = 0.95
+    metrics_seed: int = 0
+    signals_split: str = "train"
+    split_scheme: str = "threeway"
+    train_fraction: float = 0.7
+    cache_dir: Path | None = None
+    config_key: str = ""
+
+
+@dataclass(frozen=True)
+class EvaluationInputs:
+    """The loaded inputs of one evaluation: model, feature file, evaluated rows, signals, binning."""
+
+    model: Any
+    ff: FeatureFile
+    eval_idx: np.ndarray
+    signals: SignalSet
+    binning: Binning
+    device: torch.device
+    model_hash: str
+    data_hash: str
 
 
 @dataclass
@@ -56,6 +97,38 @@ class RunResult:
     run_id: str = ""
     experiment_id: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+
+
+def cache_dir(cfg: RunConfig) -> Path | None:
+    """``cache.dir`` as a path (None when unset)."""
+    directory = cfg.cache.dir
+    return Path(directory) if directory else None
+
+
+def plan_from_config(
+    cfg: RunConfig, spec: SteeringSpec, binning: Binning, model_hash: str, data_hash: str
+) -> EvaluationPlan:
+    """The evaluation plan of a typed run config (the only place the evaluation reads the config)."""
+    target = cfg.category.target
+    return EvaluationPlan(
+        spec=spec,
+        category=str(cfg.category.name),
+        draws=int(cfg.category.draws),
+        source=str(cfg.category.source),
+        fixed_target=binning.canonical(target) if target else None,
+        seed=int(cfg.seed),
+        batch_size=int(cfg.batch_size),
+        precision=str(cfg.precision),
+        precision_tolerance=float(cfg.precision_tolerance),
+        bootstrap_resamples=int(cfg.metrics.bootstrap_resamples),
+        confidence=float(cfg.metrics.confidence),
+        metrics_seed=int(cfg.metrics.seed),
+        signals_split=str(cfg.signals.split),
+        split_scheme=str(cfg.data.split),
+        train_fraction=float(cfg.data.train_fraction),
+        cache_dir=cache_dir(cfg),
+        config_key=reuse_key(cfg, model_hash, data_hash),
+    )
 
 
 def per_category_table(pred: pd.DataFrame) -> pd.DataFrame:
@@ -88,9 +161,8 @@ def _draw_mean_per_category(pred: pd.DataFrame, steered: dict[str, np.ndarray], 
         return pd.concat(tables).groupby("category", sort=True).mean().reset_index()
 
 
-def predicted_categories(cfg: DictConfig, binning: Binning, first: dict, base: dict) -> np.ndarray:
+def predicted_categories(source: str, binning: Binning, first: dict, base: dict) -> np.ndarray:
     """Each clip's category from the model's own prediction: ``final`` (baseline, default) or ``pass1``."""
-    source = str(cfg.category.get("source", "final"))
     pred = base if source == "final" else {t: first[t].reshape(-1) for t in TARGETS}
     return binning.categorize(pred["valence"], pred["arousal"])
 
@@ -113,59 +185,71 @@ def _warn_dominant(mode: str, labels: np.ndarray, limit: float = 0.9) -> None:
 
 
 def evaluate_configuration(
-    cfg: DictConfig,
-    model,
-    ff: FeatureFile,
-    eval_idx: np.ndarray,
-    spec: SteeringSpec,
-    signals: SignalSet,
-    binning: Binning,
-    device: torch.device,
-    model_hash: str,
-    data_hash: str,
-    reuse: SweepReuse | None = None,
+    plan: EvaluationPlan, inputs: EvaluationInputs, reuse: SweepReuse | None = None
 ) -> RunResult:
-    """Baseline and steered predictions of the ``eval_idx`` clips, and every metric of the run.
+    """Baseline and steered predictions of the evaluated clips, and every metric of the run.
 
     ``reuse`` (one per sweep) lets the jobs of a sweep that differ only in strength share one
     batched forward; without it only this run's strength is computed.
     """
-    batch_size = int(cfg.batch_size)
-    per_clip = shared_bytes_per_clip(model, spec.first_block, ff.frames)
-    chunks = plan_chunks(len(eval_idx), batch_size, per_clip)
+    work = shared_work(plan, inputs)
+    true_cats = inputs.binning.categorize(work.ratings["valence"], work.ratings["arousal"])
+    assignments = assign(plan, inputs, work, true_cats)
+    steered = steered_predictions(plan, inputs, work, assignments, reuse)
+    result = run_result(plan, inputs, work, assignments, true_cats, steered)
+    log.info("shared work: %s", work.store.hits)
+    return result
+
+
+# --------------------------------------------------------------------------- phase 1: shared work
+@dataclass
+class SharedWork:
+    """Configuration-independent work of the evaluated clips: pass 1 and baseline, per chunk and joined."""
+
+    chunks: list[slice]
+    store: SharedPassStore
+    precision: str
+    features_of: Callable[[slice], torch.Tensor]
+    shared_for: Callable[[int], SharedPass]
+    first: dict[str, np.ndarray]
+    base: dict[str, np.ndarray]
+    ratings: dict[str, np.ndarray]
+
+
+def shared_work(plan: EvaluationPlan, inputs: EvaluationInputs) -> SharedWork:
+    """Chunks, precision and the shared pass of every chunk (memory and disk cache), once per chunk."""
+    model, ff, eval_idx, device = inputs.model, inputs.ff, inputs.eval_idx, inputs.device
+    batch_size, first_block = plan.batch_size, plan.spec.first_block
+    chunks = plan_chunks(len(eval_idx), batch_size, shared_bytes_per_clip(model, first_block, ff.frames))
     key = shared_key(
-        model=model_hash,
-        data=data_hash,
+        model=inputs.model_hash,
+        data=inputs.data_hash,
         indices=indices_hash(eval_idx),
         batch_size=batch_size,
         chunks=[(c.start, c.stop) for c in chunks],
-        start_block=spec.first_block,
+        start_block=first_block,
         device=device.type,
-        precision=str(cfg.get("precision", "auto")),
+        precision=plan.precision,
     )
-    store = SharedPassStore(key, cache_dir(cfg), device)
+    store = SharedPassStore(key, plan.cache_dir, device)
 
     def features_of(rows: slice) -> torch.Tensor:
         return ff.read(eval_idx[rows]).features.to(device)
 
-    def compute_shared(i: int, rows: slice | None = None):
+    def compute(rows: slice, precision: str) -> SharedPass:
         with autocast(device, precision):
-            return shared_chunk(model, features_of, rows or chunks[i], spec.first_block, batch_size)
+            return shared_chunk(model, features_of, rows, first_block, batch_size)
 
     precision = "fp32"
     if chunks:
-        probe_rows = slice(0, min(batch_size, len(eval_idx)))
+        probe = slice(0, min(batch_size, len(eval_idx)))
         precision = choose_precision(
-            device,
-            str(cfg.get("precision", "auto")),
-            lambda: compute_shared(0, probe_rows).baseline,
-            float(cfg.get("precision_tolerance", 1e-3)),
+            device, plan.precision, lambda: compute(probe, "fp32").baseline, plan.precision_tolerance
         )
 
-    def shared_for(i: int):
-        return store.get(i, lambda: compute_shared(i))
+    def shared_for(i: int) -> SharedPass:
+        return store.get(i, lambda: compute(chunks[i], precision))
 
-    # Phase 1: configuration-independent work (pass 1, baseline), once per chunk.
     firsts, bases = [], []
     for i in tqdm(range(len(chunks)), desc="shared", unit="chunk", disable=len(chunks) < 4):
         shared = shared_for(i)
@@ -174,102 +258,52 @@ def evaluate_configuration(
     first = {k: torch.cat([f[k] for f in firsts]).numpy() for k in firsts[0]}
     base = {t: torch.cat([b[t] for b in bases]).view(-1).numpy() for t in TARGETS}
     ratings = {"valence": ff.valence[eval_idx], "arousal": ff.arousal[eval_idx]}
+    return SharedWork(chunks, store, precision, features_of, shared_for, first, base, ratings)
 
-    # Phase 2: each sample's signal (several draws for the random controls).
-    mode = str(cfg.category.name)
-    true_cats = binning.categorize(ratings["valence"], ratings["arousal"])
-    reference = None
-    if mode == "random":
-        ref_idx = reference_indices(
-            signals,
-            ff,
-            data_hash,
-            split=str(cfg.signals.split),
-            scheme=str(cfg.data.split),
-            train_fraction=float(cfg.data.train_fraction),
-            exclude=eval_idx,
-        )
-        acts = reference_activations(
-            model,
-            ff,
-            ref_idx,
-            model_hash=model_hash,
-            data_hash=data_hash,
-            batch_size=batch_size,
-            device=device,
-            cache_dir=cache_dir(cfg),
-        )
-        reference = GaussianReference.from_activations(acts)
+
+# --------------------------------------------------------------------------- phase 2: signals per sample
+def assign(plan: EvaluationPlan, inputs: EvaluationInputs, work: SharedWork, true_cats: np.ndarray) -> list[Assignment]:
+    """Each sample's signal per draw, by the plan's category mode."""
+    mode, signals, binning = plan.category, inputs.signals, inputs.binning
     assignments = assign_draws(
         mode,
-        draws=int(cfg.category.get("draws", 1)),
-        seed=int(cfg.seed),
+        draws=plan.draws,
+        seed=plan.seed,
         table=signals.vectors,
         true_categories=true_cats,
-        predicted_categories=predicted_categories(cfg, binning, first, base) if mode == "predicted" else true_cats,
-        reference=reference,
+        predicted_categories=(
+            predicted_categories(plan.source, binning, work.first, work.base) if mode == "predicted" else true_cats
+        ),
+        reference=_random_reference(plan, inputs) if mode == "random" else None,
         grand_mean={p: signals.grand_mean(p) for p in PATHWAYS} if mode == "mean" else None,
-        fixed_target=binning.canonical(cfg.category.target) if cfg.category.get("target") else None,
+        fixed_target=plan.fixed_target,
     )
     _warn_dominant(mode, assignments[0].labels)
+    return assignments
 
-    # Phase 3: only the configuration-dependent part, all strengths and draws in one forward.
-    family = reuse_key(
-        cfg, model_hash, data_hash, signals.fingerprint(), store.key, precision, _assignment_hash(assignments)
-    )
-    steered = reuse.get(family, spec.strength) if reuse is not None else None
-    if steered is None:
-        strengths = reuse.strengths_for(spec.strength) if reuse is not None else [float(spec.strength)]
-        if spec.priming:
-            strengths = [float(spec.strength)]  # priming changes pass 1: no shared work to batch over
-        with autocast(device, precision):
-            by_strength = _steer_chunks(
-                model, features_of, chunks, spec, assignments, strengths, shared_for, device, batch_size
-            )
-        if reuse is not None:
-            reuse.put(family, by_strength)
-        steered = by_strength[float(spec.strength)]
 
-    masks = np.stack([a.mask for a in assignments])
-    m = cfg.metrics
-    metrics = run_metrics(
-        ratings,
-        base,
-        steered,
-        masks,
-        resamples=int(m.bootstrap_resamples),
-        confidence=float(m.confidence),
-        seed=int(m.seed),
+def _random_reference(plan: EvaluationPlan, inputs: EvaluationInputs) -> GaussianReference:
+    """The random control's reference: activations of clips from the signals' split, none evaluated."""
+    ref_idx = reference_indices(
+        inputs.signals,
+        inputs.ff,
+        inputs.data_hash,
+        split=plan.signals_split,
+        scheme=plan.split_scheme,
+        train_fraction=plan.train_fraction,
+        exclude=inputs.eval_idx,
     )
-    effect = {t: float(np.mean(np.abs(base[t] - first[t].reshape(-1)))) for t in TARGETS}
-    metrics.update(
-        coverage=float(np.mean([a.coverage for a in assignments])),
-        category_accuracy=float(np.mean([a.category_accuracy(true_cats) for a in assignments])),
-        n_eval=float(len(eval_idx)),
-        feedback_effect=float(np.mean(list(effect.values()))),
-        **{f"feedback_effect_{t}": v for t, v in effect.items()},
+    acts = reference_activations(
+        inputs.model,
+        inputs.ff,
+        ref_idx,
+        model_hash=inputs.model_hash,
+        data_hash=inputs.data_hash,
+        batch_size=plan.batch_size,
+        device=inputs.device,
+        cache_dir=plan.cache_dir,
     )
-    if mode in MULTI_DRAW_MODES:
-        metrics["draws"] = float(len(assignments))
-    predictions = pd.DataFrame(
-        {
-            "audio_name": [ff.audio_names[i] for i in eval_idx],
-            "valence": ratings["valence"],
-            "arousal": ratings["arousal"],
-            "category": true_cats,
-            "steered": assignments[0].mask,
-            "base_valence": base["valence"],
-            "base_arousal": base["arousal"],
-            "steered_valence": steered["valence"][0],
-            "steered_arousal": steered["arousal"][0],
-            "signal": assignments[0].labels,
-        }
-    )
-    if mode in MULTI_DRAW_MODES:
-        draw_columns = {f"steered_{t}_draw{k}": steered[t][k] for k in range(len(assignments)) for t in TARGETS}
-        predictions = pd.concat([predictions, pd.DataFrame(draw_columns)], axis=1)
-    log.info("shared work: %s", store.hits)
-    return RunResult(metrics, predictions, _draw_mean_per_category(predictions, steered, masks))
+    return GaussianReference.from_activations(acts)
 
 
 def _assignment_hash(assignments: list[Assignment]) -> str:
@@ -280,6 +314,32 @@ def _assignment_hash(assignments: list[Assignment]) -> str:
         for p in PATHWAYS:
             digest.update(np.ascontiguousarray(assignment.vectors[p]).tobytes())
     return digest.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- phase 3: steering
+def steered_predictions(
+    plan: EvaluationPlan,
+    inputs: EvaluationInputs,
+    work: SharedWork,
+    assignments: list[Assignment],
+    reuse: SweepReuse | None,
+) -> dict[str, np.ndarray]:
+    """{target: (draws, N)} at the plan's strength: from a sibling job, else one forward for all strengths."""
+    spec = plan.spec
+    family = family_key(
+        plan.config_key, inputs.signals.fingerprint(), work.store.key, work.precision, _assignment_hash(assignments)
+    )
+    steered = reuse.get(family, spec.strength) if reuse is not None else None
+    if steered is not None:
+        return steered
+    strengths = reuse.strengths_for(spec.strength) if reuse is not None else [float(spec.strength)]
+    if spec.priming:
+        strengths = [float(spec.strength)]  # priming changes pass 1: no shared work to batch over
+    with autocast(inputs.device, work.precision):
+        by_strength = _steer_chunks(inputs.model, work, spec, assignments, strengths, inputs.device, plan.batch_size)
+    if reuse is not None:
+        reuse.put(family, by_strength)
+    return by_strength[float(spec.strength)]
 
 
 def _steer_draws(
@@ -304,24 +364,76 @@ def _steer_draws(
 
 
 def _steer_chunks(
-    model, features_of, chunks, spec, assignments, strengths, shared_for, device, batch_size
+    model, work: SharedWork, spec, assignments, strengths, device, batch_size
 ) -> dict[float, dict[str, np.ndarray]]:
     """Steered predictions {strength: {target: (D, N)}}; results stay on the device until the end."""
     s_tensor = torch.tensor(strengths, dtype=torch.float32, device=device)
     outs: dict[str, list[torch.Tensor]] = {t: [] for t in TARGETS}
+    chunks = work.chunks
     for i, rows in enumerate(tqdm(chunks, desc="steer", unit="chunk", disable=len(chunks) < 4)):
         sig = {p: torch.stack([torch.from_numpy(a.vectors[p][rows]) for a in assignments]).to(device) for p in PATHWAYS}
         mask = torch.stack([torch.from_numpy(a.mask[rows]) for a in assignments]).to(device)
         if spec.priming:
-            feats = features_of(rows)
+            feats = work.features_of(rows)
             per_draw = [
                 steer_direct(model, feats, spec, {p: v[k] for p, v in sig.items()}, mask[k])
                 for k in range(len(assignments))
             ]
             out = {t: torch.stack([o[t] for o in per_draw]).unsqueeze(0) for t in TARGETS}
         else:
-            out = _steer_draws(model, shared_for(i), spec, sig, mask, s_tensor, batch_size)
+            out = _steer_draws(model, work.shared_for(i), spec, sig, mask, s_tensor, batch_size)
         for t in TARGETS:
             outs[t].append(out[t])
     stacked = {t: torch.cat(v, dim=2).float().cpu().numpy() for t, v in outs.items()}
     return {s: {t: stacked[t][j] for t in TARGETS} for j, s in enumerate(strengths)}
+
+
+# --------------------------------------------------------------------------- metrics and tables
+def run_result(
+    plan: EvaluationPlan,
+    inputs: EvaluationInputs,
+    work: SharedWork,
+    assignments: list[Assignment],
+    true_cats: np.ndarray,
+    steered: dict[str, np.ndarray],
+) -> RunResult:
+    """Every metric of the run, predictions.csv (one column pair per draw for the random controls), per category."""
+    base, first, multi = work.base, work.first, plan.category in MULTI_DRAW_MODES
+    masks = np.stack([a.mask for a in assignments])
+    metrics = run_metrics(
+        work.ratings,
+        base,
+        steered,
+        masks,
+        resamples=plan.bootstrap_resamples,
+        confidence=plan.confidence,
+        seed=plan.metrics_seed,
+    )
+    effect = {t: float(np.mean(np.abs(base[t] - first[t].reshape(-1)))) for t in TARGETS}
+    metrics.update(
+        coverage=float(np.mean([a.coverage for a in assignments])),
+        category_accuracy=float(np.mean([a.category_accuracy(true_cats) for a in assignments])),
+        n_eval=float(len(inputs.eval_idx)),
+        feedback_effect=float(np.mean(list(effect.values()))),
+        **{f"feedback_effect_{t}": v for t, v in effect.items()},
+    )
+    if multi:
+        metrics["draws"] = float(len(assignments))
+    predictions = pd.DataFrame(
+        {
+            "audio_name": [inputs.ff.audio_names[i] for i in inputs.eval_idx],
+            "valence": work.ratings["valence"],
+            "arousal": work.ratings["arousal"],
+            "category": true_cats,
+            "steered": assignments[0].mask,
+            "base_valence": base["valence"],
+            "base_arousal": base["arousal"],
+            "steered_valence": steered["valence"][0],
+            "steered_arousal": steered["arousal"][0],
+            "signal": assignments[0].labels,
+        }
+    )
+    if multi:
+        draw_columns = {f"steered_{t}_draw{k}": steered[t][k] for k in range(len(assignments)) for t in TARGETS}
+        predictions = pd.concat([predictions, pd.DataFrame(draw_columns)], axis=1)
+    return RunResult(metrics, predictions, _draw_mean_per_category(predictions, steered, masks))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from steering.config import config_dir
 from steering.errors import one_line_errors
@@ -35,7 +35,9 @@ def sweep_reuse(sweep_dir: str | Path | None) -> SweepReuse | None:
     identity = (str(Path(sweep_dir).resolve()), plan.stat().st_mtime_ns if plan.is_file() else None)
     held = _current_sweep.get("sweep")
     if held is None or held[0] != identity:
-        held = (identity, SweepReuse.for_sweep(sweep_dir))
+        from steering.sweep.siblings import sweep_strengths
+
+        held = (identity, SweepReuse(sweep_strengths(sweep_dir)))
         _current_sweep["sweep"] = held
     return held[1]
 
@@ -47,8 +49,9 @@ def main(cfg: DictConfig) -> float:
 
     hydra_cfg = HydraConfig.get()
     sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
-    result = evaluate(cfg, sweep_dir=sweep_dir, reuse=sweep_reuse(sweep_dir))
-    log.info("%s", summary(cfg, result, sweep_dir))  # terminal and the job's log file
+    run_cfg = OmegaConf.to_object(cfg)  # the typed run config (steering.config.schema.RunConfig)
+    result = evaluate(run_cfg, sweep_dir=sweep_dir, reuse=sweep_reuse(sweep_dir))
+    log.info("%s", summary(run_cfg, result, sweep_dir))  # terminal and the job's log file
     # The return value lets optimisation sweepers (e.g. Optuna) maximise the valence gain.
     return float(result.metrics["dr_valence"])
 

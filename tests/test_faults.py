@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from steering.data import write_feature_file
 from steering.errors import ResultError, error_line
@@ -67,7 +68,7 @@ def _cfg(inputs, tmp: Path, *overrides: str):
         "metrics.bootstrap_resamples=100",
     ]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(config_name="run", overrides=[*base, *overrides])
+        return OmegaConf.to_object(compose(config_name="run", overrides=[*base, *overrides]))
 
 
 def _features(tmp: Path, name: str, edit=None, **kwargs) -> Path:

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from steering.data import FeatureFile, split_indices
 from steering.tracking.job import evaluate
-from steering.tracking.runs import git_commit
-from tests.test_run import _cfg, assets  # noqa: F401  (fixture)
+from steering.tracking.runs import config_yaml, git_commit
+from steering.util.hashing import config_hash, flatten, plain
+from tests.test_run import CONF, _cfg, assets  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,3 +78,53 @@ def test_signals_follow_train_fraction_instead_of_reusing_another_split(assets):
         expected = set(split_indices(len(ff), "train", "threeway", 0.6).tolist())
     assert indices(sixty) == expected != indices(seventy)
     assert sixty.tags["signals_leakage"] == "false"
+
+
+PLACES = ["cache.dir=/c", "demo.cache_dir=/d", "tracking.uri=sqlite:////tmp/unused.db"]
+HASHED_VARIANTS = [
+    [],
+    ["method=bypass", "strength=2", "category=random", "category.draws=3"],
+    ["category=fixed", "category.target=positive_strong", "priming=true", "alpha=0.5", "binning.min_samples=3"],
+    ["pathway=dual", "layer=all", "binning=25bin", "signals.path=/s.json", "threads=2", "confirm=true", "resume=true"],
+    ["model=reference", "model.checkpoint=/m.pth", "data.path=/f.h5", "data.split=legacy", "data.eval_split=val"],
+]
+
+
+def _dict_config_digest(cfg, *content_hashes: str) -> str:
+    """The config hash as computed from the composed (untyped) config before the typed objects existed."""
+
+    def flat(mapping: Mapping, prefix: str = "") -> dict:
+        out: dict = {}
+        for key, value in mapping.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, Mapping) else {f"{prefix}{key}": value})
+        return out
+
+    volatile = ("tracking", "cache", "demo.cache_dir", "demo.workers", "demo.progress", "resume", "threads", "device")
+    dropped = (*volatile, "confirm")
+    resolved = flat(OmegaConf.to_container(cfg, resolve=True))
+    kept = {k: v for k, v in resolved.items() if not any(k == d or k.startswith(d + ".") for d in dropped)}
+    payload = json.dumps([kept, list(content_hashes)], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+@pytest.mark.parametrize("overrides", HASHED_VARIANTS, ids=lambda o: " ".join(o) or "defaults")
+def test_typed_config_records_what_the_composed_config_recorded(overrides):
+    """resume=true finds earlier runs by config hash: the typed config must hash, log and save as before."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        composed = compose(config_name="run", overrides=[*PLACES, *overrides])
+    typed = OmegaConf.to_object(composed)
+    assert config_hash(typed, "m", "d") == _dict_config_digest(composed, "m", "d")
+    assert config_hash(typed, "m", "d") != config_hash(typed, "m", "other")
+    assert config_yaml(typed) == OmegaConf.to_yaml(composed, resolve=True)
+    assert flatten(plain(typed)) == flatten(OmegaConf.to_container(composed, resolve=True))
+
+
+def test_the_evaluation_and_the_hashes_import_neither_mlflow_nor_hydra():
+    code = (
+        "import sys, steering.evaluation, steering.engine.reuse, steering.util.hashing; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'hydra', 'omegaconf')))"
+    )
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from steering.engine import store
 from steering.engine.reuse import SweepReuse, reuse_key
@@ -35,7 +36,7 @@ def _standalone(assets, overrides: list[str], tmp) -> pd.DataFrame:  # noqa: F81
         "metrics.bootstrap_resamples=100",
     ]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="run", overrides=[*base, *overrides])
+        cfg = OmegaConf.to_object(compose(config_name="run", overrides=[*base, *overrides]))
     store.clear_memory()
     return runner.evaluate(cfg).predictions
 
@@ -101,9 +102,13 @@ PLACES = ["cache.dir=/c", "demo.cache_dir=/c", "tracking.uri=sqlite:////tmp/unus
 
 def test_reuse_key_covers_every_field_but_strength():
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        base = compose(config_name="run", overrides=[*PLACES])
+
+        def typed(*overrides: str):
+            return OmegaConf.to_object(compose(config_name="run", overrides=[*PLACES, *overrides]))
+
+        base = typed()
         variants = [
-            compose(config_name="run", overrides=[*PLACES, o])
+            typed(o)
             for o in (
                 "priming=true",
                 "alpha=0.5",
@@ -117,8 +122,8 @@ def test_reuse_key_covers_every_field_but_strength():
                 "data.train_fraction=0.6",
             )
         ]
-        other_strength = compose(config_name="run", overrides=[*PLACES, "strength=3"])
-        other_cache = compose(config_name="run", overrides=[*PLACES, "cache.dir=/elsewhere", "threads=1"])
+        other_strength = typed("strength=3")
+        other_cache = typed("cache.dir=/elsewhere", "threads=1")
     key = reuse_key(base, "m", "d")
     assert reuse_key(other_strength, "m", "d") == key and reuse_key(other_cache, "m", "d") == key
     assert len({reuse_key(v, "m", "d") for v in variants} | {key}) == len(variants) + 1

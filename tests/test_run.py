@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from steering.data import FeatureFile, split_indices, write_feature_file
 from steering.engine import SteeringConfigError
@@ -43,7 +44,7 @@ def _cfg(assets, *overrides):
         "batch_size=16",
     ]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(config_name="run", overrides=[*base, *overrides])
+        return OmegaConf.to_object(compose(config_name="run", overrides=[*base, *overrides]))
 
 
 def _params_hash(model_path):
@@ -220,3 +221,28 @@ def test_resume_skips_a_configuration_that_already_finished(assets, monkeypatch)
     monkeypatch.undo()
     other = evaluate(_cfg(assets, "resume=true", "method=direct", "strength=2"))
     assert other.run_id != first.run_id
+
+
+def test_the_evaluation_runs_from_a_plan_without_any_config(assets):
+    """The computation is driven by a typed plan alone and gives what the runner logged."""
+    import dataclasses
+
+    from steering import load_model
+    from steering.data.binning import Binning
+    from steering.engine import SteeringSpec, select_connections
+    from steering.evaluation import EvaluationInputs, EvaluationPlan, evaluate_configuration
+    from steering.signals import extract_signals
+
+    logged = evaluate(_cfg(assets, "method=bypass", "strength=2", "category=shuffled", "category.draws=2"))
+    model = load_model(assets["checkpoint"])
+    binning = dataclasses.replace(Binning.load(CONF + "/binning/9bin.yaml"), min_samples=3)
+    spec = SteeringSpec(select_connections(model.connections, "valence", "conv4"), method="bypass", strength=2.0)
+    plan = EvaluationPlan(spec=spec, category="shuffled", draws=2, bootstrap_resamples=200)
+    with FeatureFile(assets["features"]) as ff:
+        signals = extract_signals(model, ff, split_indices(len(ff), "train"), binning, batch_size=16)
+        inputs = EvaluationInputs(
+            model, ff, split_indices(len(ff), "test"), signals, binning, torch.device("cpu"), "m", "d"
+        )
+        result = evaluate_configuration(plan, inputs)
+    pd.testing.assert_frame_equal(result.predictions, logged.predictions)
+    assert result.metrics == logged.metrics

@@ -39,7 +39,7 @@ def test_sibling_strengths_share_one_forward_and_match_single_runs(assets, monke
         return real(*args, **kwargs)
 
     monkeypatch.setattr(chunked, "steer_from_shared", counting)
-    reuse = SweepReuse.for_sweep(sweep_dir)
+    reuse = SweepReuse(sweep_strengths(sweep_dir))  # as the app creates it per sweep
     swept = {
         s: runner.evaluate(_cfg(assets, "method=bypass", f"strength={s}"), sweep_dir=sweep_dir, reuse=reuse)
         for s in (0, 1, 3)

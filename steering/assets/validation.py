@@ -1,8 +1,14 @@
-"""Checks run before any work: option values, input files against each other and the model.
+"""Checks run before any work that the config schema cannot state.
 
-Each check raises a known error naming the option or the file (:class:`steering.errors.ConfigError`,
-``FeatureFileError``, ``SignalFileError``, ``CheckpointError``), so an app stops in one line
-before it opens an MLflow run, builds the demo or computes anything.
+The schema (``steering.config.schema``) already checked every type, range and choice while Hydra
+composed the config. What is left: the environment (is the asked-for device here), rules across
+fields (bootstrap tails, a fixed target of the binning, splits of the feature file), files against
+each other and the model, and finite results. Each check raises a known error naming the option
+or the file (:class:`steering.errors.ConfigError`, ``FeatureFileError``, ``SignalFileError``,
+``CheckpointError``, ``ResultError``), so an app stops in one line before it opens an MLflow run,
+builds the demo or computes anything.
+
+The checks read the typed config by attribute (``cfg.data.path``).
 """
 
 from __future__ import annotations
@@ -12,68 +18,37 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from steering.errors import ConfigError, ResultError
+from steering.util.hashing import plain
+
+if TYPE_CHECKING:
+    from steering.config.schema import RunConfig
 
 #: Cnn6 halves time and frequency in each of its 4 blocks.
 MIN_FRAMES = 16
 MIN_EVAL_CLIPS = 10
 #: Resamples that must fall in each tail of the bootstrap interval (below the lower, above the upper bound).
 MIN_TAIL_RESAMPLES = 2
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
 
 
-# --------------------------------------------------------------------------- option values
-def finite_number(cfg: Mapping, option: str, *, low: float | None = None, high: float | None = None) -> float:
-    """``cfg[option]`` as a finite float (optionally within [low, high])."""
-    value = _select(cfg, option)
-    if isinstance(value, bool):
-        raise ConfigError(option, f"must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(option, f"must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ConfigError(option, f"must be a finite number, got {value!r}")
-    if (low is not None and number < low) or (high is not None and number > high):
-        raise ConfigError(option, f"must lie in [{low}, {high}], got {value!r}")
-    return number
+def _option(cfg: Any, dotted: str, default: Any = None) -> Any:
+    """``cfg.a.b`` for ``"a.b"`` (a typed config, or a plain mapping), or ``default`` where a part is absent."""
+    node = cfg
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else getattr(node, part, None)
+    return default if node is None else node
 
 
-def integer(cfg: Mapping, option: str, minimum: int | None = None) -> int:
-    """``cfg[option]`` as an int (no silent truncation of 2.5), at least ``minimum``."""
-    value = _select(cfg, option)
-    if isinstance(value, bool) or not isinstance(value, int | str | float):
-        raise ConfigError(option, f"must be an integer, got {value!r}")
-    try:
-        number = int(value) if not isinstance(value, float) else None
-    except ValueError:
-        number = None
-    if number is None:
-        if isinstance(value, float) and value.is_integer():
-            number = int(value)
-        else:
-            raise ConfigError(option, f"must be an integer, got {value!r}")
-    if minimum is not None and number < minimum:
-        raise ConfigError(option, f"must be >= {minimum}, got {value!r}")
-    return number
-
-
-def choice(cfg: Mapping, option: str, choices: Sequence[str]) -> str:
-    value = _select(cfg, option)
-    if str(value) not in choices:
-        raise ConfigError(option, f"must be one of {', '.join(choices)}, got {value!r}")
-    return str(value)
-
-
-def check_device(cfg: Mapping, option: str = "device") -> None:
-    """``auto``, ``cpu``, ``cuda[:N]`` (only with CUDA) or ``mps`` (only with MPS)."""
-    value = str(_select(cfg, option))
+# --------------------------------------------------------------------------- options (what the schema cannot say)
+def check_device(value: str, option: str = "device") -> None:
+    """``auto``, ``cpu``, ``cuda[:N]`` (only with CUDA) or ``mps`` (only with MPS): what this machine has."""
+    value = str(value)
     kind, _, index = value.partition(":")
     if kind not in DEVICE_KINDS or (index and not index.isdigit()):
         raise ConfigError(option, f"must be auto, cpu, cuda, cuda:N or mps, got {value!r}")
@@ -86,12 +61,8 @@ def check_device(cfg: Mapping, option: str = "device") -> None:
         raise ConfigError(option, "'mps' asked for, but MPS is not available here")
 
 
-def check_bootstrap(cfg: Mapping, prefix: str = "metrics") -> None:
+def check_bootstrap(resamples: int, confidence: float, prefix: str = "metrics") -> None:
     """Enough resamples that each tail of the interval holds at least ``MIN_TAIL_RESAMPLES``."""
-    confidence = finite_number(cfg, f"{prefix}.confidence")
-    if not 0 < confidence < 1:
-        raise ConfigError(f"{prefix}.confidence", f"must lie strictly between 0 and 1, got {confidence!r}")
-    resamples = integer(cfg, f"{prefix}.bootstrap_resamples", minimum=1)
     needed = math.ceil(MIN_TAIL_RESAMPLES / ((1 - confidence) / 2) - 1e-9)
     if resamples < needed:
         raise ConfigError(
@@ -99,45 +70,21 @@ def check_bootstrap(cfg: Mapping, prefix: str = "metrics") -> None:
             f"{resamples} is too few for a {confidence:g} interval (each tail needs {MIN_TAIL_RESAMPLES} resamples: "
             f"use at least {needed})",
         )
-    integer(cfg, f"{prefix}.seed")
 
 
-def check_run_options(cfg: Mapping) -> None:
-    """The option values of ``conf/run.yaml`` (no file is touched)."""
+def check_run_options(cfg: RunConfig) -> None:
+    """Rules of ``conf/run.yaml`` the schema cannot state (it already checked types, ranges, choices).
+
+    The device this machine has, the bootstrap tail rule, a binning that holds together and a fixed
+    target that is one of its categories. No file is touched.
+    """
     from steering.data.binning import Binning
-    from steering.data.splits import SPLIT_NAMES
-    from steering.engine.assign import CATEGORY_MODES, CATEGORY_SOURCES
-    from steering.engine.spec import METHODS, PATHWAY_CHOICES
 
-    finite_number(cfg, "strength")
-    finite_number(cfg, "alpha")
-    integer(cfg, "batch_size", minimum=1)
-    integer(cfg, "forward_passes", minimum=2)
-    integer(cfg, "seed")
-    check_device(cfg)
-    choice(cfg, "precision", PRECISIONS)
-    tolerance = finite_number(cfg, "precision_tolerance")
-    if tolerance <= 0:
-        raise ConfigError("precision_tolerance", f"must be > 0, got {tolerance!r}")
-    threads = _select(cfg, "threads", None)
-    if threads is not None and threads != "auto":
-        integer(cfg, "threads", minimum=1)
-    check_bootstrap(cfg)
-    choice(cfg, "method.name", METHODS)
-    choice(cfg, "pathway.name", PATHWAY_CHOICES)
-    choice(cfg, "category.name", CATEGORY_MODES)
-    if _select(cfg, "category.source", None) is not None:  # optional for configs built without the schema
-        choice(cfg, "category.source", CATEGORY_SOURCES)
-    if _select(cfg, "category.draws", None) is not None:
-        integer(cfg, "category.draws", minimum=1)
-    check_data_options(cfg)
-    choice(cfg, "data.eval_split", SPLIT_NAMES)
-    choice(cfg, "signals.split", SPLIT_NAMES)
-    if not isinstance(_select(cfg, "signals.path", None), str | type(None)):
-        raise ConfigError("signals.path", "must be a file path or null")
-    binning = Binning.from_mapping(cfg["binning"])
-    if cfg["category"]["name"] == "fixed":
-        target = _select(cfg, "category.target", None)
+    check_device(cfg.device)
+    check_bootstrap(int(cfg.metrics.bootstrap_resamples), float(cfg.metrics.confidence))
+    binning = Binning.from_mapping(plain(cfg.binning))
+    if cfg.category.name == "fixed":
+        target = cfg.category.target
         if not target:
             raise ConfigError("category.target", "category=fixed needs a target category")
         try:
@@ -146,19 +93,10 @@ def check_run_options(cfg: Mapping) -> None:
             raise ConfigError("category.target", str(exc)) from None
 
 
-def check_data_options(cfg: Mapping) -> None:
-    from steering.data.splits import SCHEMES
-
-    choice(cfg, "data.split", SCHEMES)
-    fraction = finite_number(cfg, "data.train_fraction")
-    if not 0 < fraction < 1:
-        raise ConfigError("data.train_fraction", f"must lie strictly between 0 and 1, got {fraction!r}")
-
-
-def check_input_paths(cfg: Mapping) -> None:
+def check_input_paths(cfg: Any) -> None:
     """Given checkpoint and feature file exist (before a demo is built for the missing one)."""
     for option in ("model.checkpoint", "data.path"):
-        value = _select(cfg, option, None)
+        value = _option(cfg, option)
         if value is None:
             continue
         path = Path(str(value)).expanduser()
@@ -209,9 +147,8 @@ def _nonfinite_rows(path: str, _size: int, _mtime_ns: int) -> np.ndarray:
     return np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
 
 
-def check_eval_count(n: int, cfg: Mapping) -> None:
+def check_eval_count(n: int, split: str) -> None:
     if n < MIN_EVAL_CLIPS:
-        split = _select(cfg, "data.eval_split", "?")
         raise ConfigError(
             "data.eval_split",
             f"{split!r} holds {n} clip(s) of the feature file; at least {MIN_EVAL_CLIPS} are needed for the statistics",
@@ -249,41 +186,31 @@ def check_finite_results(metrics: Mapping[str, float], predictions, columns: Seq
         )
 
 
-def _select(cfg: Mapping, dotted: str, default: Any = ...) -> Any:
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            if default is ...:
-                raise ConfigError(dotted, "is missing from the config")
-            return default
-        node = node[part]
-    return node
-
-
-def check_run_inputs(cfg: Mapping, model, features: str | Path, binning) -> None:
+def check_run_inputs(cfg: RunConfig, model, features: str | Path, binning) -> None:
     """The feature file and the signal file against the model, the binning and the evaluated split."""
     from steering.data import FeatureFile, split_indices
     from steering.signals import load_signals
 
-    def indices(option: str, n: int) -> np.ndarray:
+    data, signals_path, category = cfg.data, cfg.signals.path, cfg.category
+
+    def indices(option: str, split: str, n: int) -> np.ndarray:
         try:
-            return split_indices(n, _select(cfg, option), cfg["data"]["split"], cfg["data"]["train_fraction"])
+            return split_indices(n, split, data.split, data.train_fraction)
         except ValueError as exc:
             raise ConfigError(option, str(exc)) from None
 
     with FeatureFile(features) as ff:
         n = len(ff)
-        eval_idx = indices("data.eval_split", n)
-        check_eval_count(len(eval_idx), cfg)
+        eval_idx = indices("data.eval_split", data.eval_split, n)
+        check_eval_count(len(eval_idx), data.eval_split)
         used = [eval_idx]
-        if not _select(cfg, "signals.path", None):
-            used.append(indices("signals.split", n))
+        if not signals_path:
+            used.append(indices("signals.split", cfg.signals.split, n))
         check_features(ff, model.config.mel_bins, np.unique(np.concatenate(used)), what="used")
-    path = _select(cfg, "signals.path", None)
-    if path:
-        target = _select(cfg, "category.target", None)
-        fixed = binning.canonical(str(target)) if cfg["category"]["name"] == "fixed" and target else None
-        check_signals(load_signals(path, binning), model.config.source_dim, cfg["category"]["name"], fixed)
+    if signals_path:
+        target = category.target
+        fixed = binning.canonical(str(target)) if category.name == "fixed" and target else None
+        check_signals(load_signals(signals_path, binning), model.config.source_dim, category.name, fixed)
 
 
 def prediction_columns(predictions) -> list[str]:
@@ -291,9 +218,9 @@ def prediction_columns(predictions) -> list[str]:
     return [c for c in predictions.columns if c.startswith(("base_", "steered_"))]
 
 
-def check_output_path(cfg: Mapping, option: str = "output") -> Path:
+def check_output_path(cfg: Any, option: str = "output") -> Path:
     """An output file path that is not a directory and whose folder can be created."""
-    value = _select(cfg, option, None)
+    value = _option(cfg, option)
     if not value:
         raise ConfigError(option, "is not set")
     path = Path(str(value)).expanduser()
@@ -305,62 +232,43 @@ def check_output_path(cfg: Mapping, option: str = "output") -> Path:
     return path
 
 
-def check_signals_options(cfg: Mapping) -> None:
-    """``conf/signals.yaml``: split, data options, batch size, device, output, given files."""
-    from steering.data.splits import SPLIT_NAMES
-
-    choice(cfg, "split", SPLIT_NAMES)
-    check_data_options(cfg)
-    integer(cfg, "batch_size", minimum=1)
-    check_device(cfg)
-    if _select(cfg, "min_samples", None) is not None:
-        integer(cfg, "min_samples", minimum=1)
+def check_signals_options(cfg: Any) -> None:
+    """``conf/signals.yaml``: the device, the output file and the given input files."""
+    check_device(_option(cfg, "device", "auto"))
     check_output_path(cfg)
     check_input_paths(cfg)
 
 
-def check_train_options(cfg: Mapping) -> None:
-    """``conf/train.yaml``: training hyper-parameters, device, output checkpoint, given files."""
+def check_train_options(cfg: Any) -> None:
+    """``conf/train.yaml``: device, finite loss weights, how the settings fit together, output and input files."""
     from steering.model.training import TrainConfig
 
-    given = cfg["train"]  # keys left out take TrainConfig's defaults
-    for option in ("epochs", "batch_size", "eval_batch_size", "forward_passes"):
-        if option in given:
-            integer(cfg, f"train.{option}", minimum=1)
-    if "lr" in given and finite_number(cfg, "train.lr") <= 0:
-        raise ConfigError("train.lr", f"must be > 0, got {_select(cfg, 'train.lr')!r}")
-    if "weight_decay" in given and finite_number(cfg, "train.weight_decay") < 0:
-        raise ConfigError("train.weight_decay", "must be >= 0")
-    if "device" in given:
-        check_device(cfg, "train.device")
+    check_device(_option(cfg, "train.device", "auto"), "train.device")
     for key in ("pass_weights", "target_weights"):
-        weights = _select(cfg, f"train.{key}", [])
-        for i in range(len(weights)):
-            _finite_item(weights, i, f"train.{key}")
-    check_data_options(cfg)
+        weights = list(_option(cfg, f"train.{key}", []))
+        if not all(_finite(w) for w in weights):
+            raise ConfigError(f"train.{key}", f"must hold finite numbers, got {weights!r}")
     check_input_paths(cfg)
     check_output_path(cfg, "checkpoint")
     try:
-        TrainConfig.from_mapping(dict(cfg["train"]))
+        TrainConfig.from_mapping(plain(_option(cfg, "train", {})))
     except (TypeError, ValueError) as exc:
         raise ConfigError("train", str(exc)) from None
 
 
-def _finite_item(values: Sequence, i: int, option: str) -> None:
+def _finite(value: Any) -> bool:
     try:
-        ok = math.isfinite(float(values[i]))
+        return math.isfinite(float(value))
     except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ConfigError(option, f"must hold finite numbers, got {list(values)!r}")
+        return False
 
 
-def check_train_features(cfg: Mapping, features: str | Path, mel_bins: int) -> None:
+def check_train_features(cfg: Any, features: str | Path, mel_bins: int) -> None:
     """A feature file the model can train on: width, frames, finite values in train and val, enough clips."""
     from steering.data import FeatureFile, FeatureFileError, split_indices
 
     with FeatureFile(features) as ff:
-        scheme, fraction = _select(cfg, "train.split", "threeway"), _select(cfg, "train.train_fraction", 0.7)
+        scheme, fraction = _option(cfg, "train.split", "threeway"), _option(cfg, "train.train_fraction", 0.7)
         train = split_indices(len(ff), "train", scheme, fraction)
         val = split_indices(len(ff), "val", scheme, fraction)
         if len(train) == 0 or len(val) < 2:

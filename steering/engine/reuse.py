@@ -2,22 +2,21 @@
 
 Jobs of a sweep that differ only in ``strength`` share everything else, so the first of them
 steers once for all the sweep's strengths and the others read their column. A :class:`SweepReuse`
-is created per sweep (by the app, never at module level of the library) and passed down; its key
-is the hash of the WHOLE resolved configuration except ``strength`` plus every input the steered
-predictions depend on, so no other field can be silently shared.
+is created per sweep by the app (which reads the sweep's strengths), never at module level of the
+library, and passed down; its key is the hash of the WHOLE typed configuration except ``strength``
+plus every input the steered predictions depend on, so no other field can be silently shared.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from pathlib import Path
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
 
-from steering.sweep.siblings import sweep_strengths
-from steering.tracking.runs import config_hash
+from steering.util.hashing import config_hash, parts_hash
 
 log = logging.getLogger(__name__)
 
@@ -25,24 +24,24 @@ log = logging.getLogger(__name__)
 ByStrength = dict[float, dict[str, np.ndarray]]
 
 
-def reuse_key(cfg: DictConfig, *content_hashes: str) -> str:
-    """Key of a configuration family: the resolved config minus ``strength`` (and volatile keys), plus inputs."""
-    return config_hash(cfg, *content_hashes, exclude=("strength",))
+def reuse_key(config: Any, *content_hashes: str) -> str:
+    """Key of a configuration family: the typed config minus ``strength`` (and volatile keys), plus inputs."""
+    return config_hash(config, *content_hashes, exclude=("strength",))
+
+
+def family_key(config_key: str, *content_hashes: str) -> str:
+    """A family's key (:func:`reuse_key`) extended by what only the evaluation knows (signals, shared work)."""
+    return parts_hash(config_key, *content_hashes)
 
 
 class SweepReuse:
     """Steered predictions of the current sweep's configurations, at every strength the sweep asks for."""
 
-    def __init__(self, strengths: tuple[float, ...] = (), max_entries: int = 64) -> None:
-        self.strengths = tuple(sorted(set(strengths)))
+    def __init__(self, strengths: Iterable[float] = (), max_entries: int = 64) -> None:
+        self.strengths = tuple(sorted({float(s) for s in strengths}))
         self.max_entries = max_entries
         self._entries: OrderedDict[str, ByStrength] = OrderedDict()
         self.hits = 0
-
-    @classmethod
-    def for_sweep(cls, sweep_dir: str | Path | None) -> SweepReuse:
-        """A fresh reuse object for the sweep in ``sweep_dir`` (its strengths from ``multirun.yaml``)."""
-        return cls(tuple(sweep_strengths(sweep_dir)))
 
     def strengths_for(self, strength: float) -> list[float]:
         """The strengths to compute together when ``strength`` is not stored yet."""

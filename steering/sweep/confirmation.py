@@ -35,6 +35,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from steering.config.schema import RunConfig
 from steering.sweep.table import override_values
 from steering.tracking.runs import PARENT_FILE
 
@@ -110,11 +111,11 @@ def _run_config(client: MlflowClient, run_id: str) -> DictConfig:
         return OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
 
 
-def confirmation_config(client: MlflowClient, run_id: str, split: str) -> DictConfig:
-    """The chosen run's configuration, evaluated on ``split``."""
+def confirmation_config(client: MlflowClient, run_id: str, split: str) -> RunConfig:
+    """The chosen run's configuration, evaluated on ``split``, parsed into the typed run config."""
     cfg = _run_config(client, run_id)
     OmegaConf.update(cfg, "data.eval_split", split, merge=False)
-    return cfg
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), cfg))
 
 
 @dataclass

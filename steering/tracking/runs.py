@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -11,7 +10,7 @@ import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -20,25 +19,18 @@ from steering.tracking.preflight import bound_http_retries, store_lock  # noqa: 
 bound_http_retries()
 
 import mlflow  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+import yaml  # noqa: E402
+
+from steering.util.hashing import flatten, plain  # noqa: E402
+
+if TYPE_CHECKING:
+    from steering.config.schema import RunConfig
 
 log = logging.getLogger(__name__)
 
 #: Written by the sweep callback into the sweep directory; every job of the sweep reads it.
 PARENT_FILE = "mlflow_parent.json"
 MAX_PARAM_LENGTH = 6000
-
-
-def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def git_commit(where: str | Path | None = None) -> str:
@@ -78,23 +70,6 @@ def configure(uri: str, experiment: str) -> str:
     return exp.experiment_id
 
 
-#: Keys that say where or how fast a run happens, not what it computes (``confirm`` acts after the sweep).
-VOLATILE_KEYS = ("tracking", "cache", "demo.cache_dir", "demo.workers", "demo.progress", "resume", "threads", "device")
-VOLATILE_KEYS += ("confirm",)
-
-
-def config_hash(cfg: DictConfig, *content_hashes: str, exclude: tuple[str, ...] = ()) -> str:
-    """Hash of what a run computes: the resolved config without volatile keys, plus input file hashes.
-
-    ``exclude`` leaves out further keys (and their children), e.g. ``strength`` for sibling reuse.
-    """
-    resolved = flatten(OmegaConf.to_container(cfg, resolve=True))
-    dropped = (*VOLATILE_KEYS, *exclude)
-    kept = {k: v for k, v in resolved.items() if not any(k == v_ or k.startswith(v_ + ".") for v_ in dropped)}
-    payload = json.dumps([kept, list(content_hashes)], sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
-
-
 def find_finished(experiment_id: str, config_digest: str) -> mlflow.entities.Run | None:
     """The latest FINISHED run in ``experiment_id`` with this config hash (for resuming sweeps)."""
     runs = mlflow.search_runs(
@@ -120,6 +95,7 @@ def sweep_parent(sweep_dir: str | Path | None) -> dict[str, str] | None:
 def hydra_job_tags() -> dict[str, str]:
     """The Hydra job number and its task overrides, so a sweep table can show each job's choices."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
     if not HydraConfig.initialized():
         return {}
@@ -147,9 +123,14 @@ def sweep_choices(sweep_dir: str | Path | None) -> dict[str, str]:
     return {k: values[k.lstrip("+~")] for k in parent["varied"] if k.lstrip("+~") in values}
 
 
+def config_yaml(cfg: Any) -> str:
+    """The typed run config as the YAML text of ``config.yaml`` (the resolved config, keys in schema order)."""
+    return yaml.dump(plain(cfg), default_flow_style=False, allow_unicode=True, sort_keys=False)
+
+
 @contextlib.contextmanager
 def job_run(
-    cfg: DictConfig,
+    cfg: RunConfig,
     run_name: str,
     tags: Mapping[str, str],
     sweep_dir: str | Path | None = None,
@@ -165,11 +146,10 @@ def job_run(
     all_tags = {"git_commit": git_commit(), **process_tags(), **tags}
     if parent:
         all_tags.update({"mlflow.parentRunId": parent["run_id"], "sweep_id": parent["sweep_id"], **hydra_job_tags()})
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     with mlflow.start_run(run_name=run_name, tags=all_tags) as run:
-        params = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in flatten(resolved).items()}
+        params = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in flatten(plain(cfg)).items()}
         mlflow.log_params(params)
-        mlflow.log_text(OmegaConf.to_yaml(resolved), "config.yaml")
+        mlflow.log_text(config_yaml(cfg), "config.yaml")
         try:
             yield run
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run was killed, not failed
