@@ -26,17 +26,17 @@ from tqdm import tqdm
 from steering.data import FeatureFile, indices_hash
 from steering.data.binning import Binning
 from steering.engine import SteeringSpec, steer_direct
-from steering.engine.assign import MULTI_DRAW_MODES, Assignment, GaussianReference, assign_draws
+from steering.engine.categories import Assignment, GaussianReference, assign_draws, category_mode
 from steering.engine.chunked import plan_chunks, shared_bytes_per_clip, shared_chunk, steer_chunk
-from steering.engine.core import TARGETS, SharedPass
+from steering.engine.core import SharedPass
 from steering.engine.hardware import autocast, choose_precision
 from steering.engine.reuse import SweepReuse, reuse_key
 from steering.engine.store import SharedPassStore, shared_key
-from steering.model.lrm import PATHWAYS
 from steering.signals import SignalSet
 from steering.signals.reference import reference_activations, reference_indices
 from steering.stats.metrics import pearson
 from steering.stats.run_metrics import run_metrics
+from steering.vocab import PATHWAYS, TARGETS
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def predicted_categories(cfg: DictConfig, binning: Binning, first: dict, base: d
 
 
 def _warn_dominant(mode: str, labels: np.ndarray, limit: float = 0.9) -> None:
-    if mode not in ("oracle", "predicted", "shuffled") or not labels.size:
+    if not category_mode(mode).per_sample or not labels.size:
         return
     names, counts = np.unique(labels.astype(str), return_counts=True)
     top = int(np.argmax(counts))
@@ -177,9 +177,10 @@ def evaluate_configuration(
 
     # Phase 2: each sample's signal (several draws for the random controls).
     mode = str(cfg.category.name)
+    needs = category_mode(mode).needs
     true_cats = binning.categorize(ratings["valence"], ratings["arousal"])
     reference = None
-    if mode == "random":
+    if "reference" in needs:
         ref_idx = reference_indices(
             signals,
             ff,
@@ -206,9 +207,9 @@ def evaluate_configuration(
         seed=int(cfg.seed),
         table=signals.vectors,
         true_categories=true_cats,
-        predicted_categories=predicted_categories(cfg, binning, first, base) if mode == "predicted" else true_cats,
+        predicted_categories=predicted_categories(cfg, binning, first, base) if "predicted" in needs else None,
         reference=reference,
-        grand_mean={p: signals.grand_mean(p) for p in PATHWAYS} if mode == "mean" else None,
+        grand_mean={p: signals.grand_mean(p) for p in PATHWAYS} if "grand_mean" in needs else None,
         fixed_target=binning.canonical(cfg.category.target) if cfg.category.get("target") else None,
     )
     _warn_dominant(mode, assignments[0].labels)
@@ -249,7 +250,7 @@ def evaluate_configuration(
         feedback_effect=float(np.mean(list(effect.values()))),
         **{f"feedback_effect_{t}": v for t, v in effect.items()},
     )
-    if mode in MULTI_DRAW_MODES:
+    if category_mode(mode).multi_draw:
         metrics["draws"] = float(len(assignments))
     predictions = pd.DataFrame(
         {
@@ -265,7 +266,7 @@ def evaluate_configuration(
             "signal": assignments[0].labels,
         }
     )
-    if mode in MULTI_DRAW_MODES:
+    if category_mode(mode).multi_draw:
         draw_columns = {f"steered_{t}_draw{k}": steered[t][k] for k in range(len(assignments)) for t in TARGETS}
         predictions = pd.concat([predictions, pd.DataFrame(draw_columns)], axis=1)
     log.info("shared work: %s", store.hits)

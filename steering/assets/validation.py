@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from steering.errors import ConfigError, ResultError
+from steering.vocab import CATEGORY_SOURCES, PATHWAY_CHOICES, PRECISIONS
 
 #: Cnn6 halves time and frequency in each of its 4 blocks.
 MIN_FRAMES = 16
 MIN_EVAL_CLIPS = 10
 #: Resamples that must fall in each tail of the bootstrap interval (below the lower, above the upper bound).
 MIN_TAIL_RESAMPLES = 2
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
 
 
@@ -106,8 +106,8 @@ def check_run_options(cfg: Mapping) -> None:
     """The option values of ``conf/run.yaml`` (no file is touched)."""
     from steering.data.binning import Binning
     from steering.data.splits import SPLIT_NAMES
-    from steering.engine.assign import CATEGORY_MODES, CATEGORY_SOURCES
-    from steering.engine.spec import METHODS, PATHWAY_CHOICES
+    from steering.engine.categories import CATEGORY_MODES
+    from steering.engine.methods import METHODS
 
     finite_number(cfg, "strength")
     finite_number(cfg, "alpha")
@@ -123,9 +123,9 @@ def check_run_options(cfg: Mapping) -> None:
     if threads is not None and threads != "auto":
         integer(cfg, "threads", minimum=1)
     check_bootstrap(cfg)
-    choice(cfg, "method.name", METHODS)
+    choice(cfg, "method.name", tuple(METHODS))  # the registries: conf/ files only list them
     choice(cfg, "pathway.name", PATHWAY_CHOICES)
-    choice(cfg, "category.name", CATEGORY_MODES)
+    choice(cfg, "category.name", tuple(CATEGORY_MODES))
     if _select(cfg, "category.source", None) is not None:  # optional for configs built without the schema
         choice(cfg, "category.source", CATEGORY_SOURCES)
     if _select(cfg, "category.draws", None) is not None:
@@ -136,7 +136,7 @@ def check_run_options(cfg: Mapping) -> None:
     if not isinstance(_select(cfg, "signals.path", None), str | type(None)):
         raise ConfigError("signals.path", "must be a file path or null")
     binning = Binning.from_mapping(cfg["binning"])
-    if cfg["category"]["name"] == "fixed":
+    if "target" in CATEGORY_MODES[str(cfg["category"]["name"])].needs:
         target = _select(cfg, "category.target", None)
         if not target:
             raise ConfigError("category.target", "category=fixed needs a target category")
@@ -220,17 +220,21 @@ def check_eval_count(n: int, cfg: Mapping) -> None:
 
 def check_signals(signals, source_dim: int, category: str, fixed_target: str | None = None) -> None:
     """A signal set the model and the category mode can use."""
+    from steering.engine.categories import category_mode
     from steering.signals.io import SignalFileError
 
+    mode = category_mode(category)
     where = signals.source_path or "signals"
     dims = {v.shape[-1] for vectors in signals.vectors.values() for v in vectors.values()}
     if dims - {source_dim}:
         raise SignalFileError(f"{where}: signals have {sorted(dims)} values, the model's source size is {source_dim}")
-    if category == "fixed" and fixed_target and fixed_target not in signals.vectors:
+    if "target" in mode.needs and fixed_target and fixed_target not in signals.vectors:
         have = list(signals.vectors)
         raise SignalFileError(f"{where}: no signal for the fixed target {fixed_target!r}; it has {have}")
-    if category == "shuffled" and len(signals.vectors) < 2:
-        raise SignalFileError(f"{where}: the shuffled control needs signals for at least two categories")
+    if len(signals.vectors) < mode.min_categories:
+        raise SignalFileError(
+            f"{where}: the {mode.name} {mode.role} needs signals for at least {mode.min_categories} categories"
+        )
 
 
 # --------------------------------------------------------------------------- results
@@ -281,9 +285,11 @@ def check_run_inputs(cfg: Mapping, model, features: str | Path, binning) -> None
         check_features(ff, model.config.mel_bins, np.unique(np.concatenate(used)), what="used")
     path = _select(cfg, "signals.path", None)
     if path:
-        target = _select(cfg, "category.target", None)
-        fixed = binning.canonical(str(target)) if cfg["category"]["name"] == "fixed" and target else None
-        check_signals(load_signals(path, binning), model.config.source_dim, cfg["category"]["name"], fixed)
+        from steering.engine.categories import category_mode
+
+        name, target = cfg["category"]["name"], _select(cfg, "category.target", None)
+        fixed = binning.canonical(str(target)) if "target" in category_mode(name).needs and target else None
+        check_signals(load_signals(path, binning), model.config.source_dim, name, fixed)
 
 
 def prediction_columns(predictions) -> list[str]:

@@ -23,10 +23,10 @@ from steering.assets.validation import (
 from steering.data import FeatureFile, file_hash, split_indices
 from steering.data.binning import Binning
 from steering.engine import SteeringSpec, select_connections
-from steering.engine.assign import ORACLE_MODES
+from steering.engine.categories import category_mode
 from steering.engine.hardware import cpu_threads, resolve_device
 from steering.engine.reuse import SweepReuse
-from steering.evaluation import TARGETS, RunResult, cache_dir, evaluate_configuration
+from steering.evaluation import RunResult, cache_dir, evaluate_configuration
 from steering.model import Connection, load_model
 from steering.results import artifact_files, logging_failed, mark_logged, record_pending, sync_pending, write_results
 from steering.signals import SignalSet, cached_signals, extract_signals, load_signals, save_signals
@@ -35,6 +35,7 @@ from steering.tracking.links import how_to_open, store_uri
 from steering.tracking.preflight import check_tracking
 from steering.tracking.resume import fail_dead_runs
 from steering.tracking.runs import config_hash, configure, find_finished, job_run, sweep_choices, sweep_parent
+from steering.vocab import TARGETS
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,9 @@ def run_name(cfg: DictConfig, leading: Mapping[str, str] | None = None) -> str:
 
 
 def _category_part(cfg: DictConfig) -> str:
-    category = cfg.category.name + (f":{cfg.category.target}" if cfg.category.name == "fixed" else "")
-    if cfg.category.name == "predicted" and cfg.category.get("source", "final") != "final":
+    needs = category_mode(cfg.category.name).needs
+    category = cfg.category.name + (f":{cfg.category.target}" if "target" in needs else "")
+    if "predicted" in needs and cfg.category.get("source", "final") != "final":
         category += f":{cfg.category.source}"
     return category
 
@@ -159,7 +161,7 @@ def evaluate(
     spec = steering_spec(cfg, model.connections)
     check_run_inputs(cfg, model, features, binning)
     model_hash, data_hash = file_hash(checkpoint), file_hash(features)
-    oracle = cfg.category.name in ORACLE_MODES
+    oracle = category_mode(cfg.category.name).oracle
     tags = {
         "oracle": str(oracle).lower(),
         "checkpoint": str(checkpoint),
@@ -301,7 +303,7 @@ def summary(cfg: DictConfig, result: RunResult, sweep_dir: str | Path | None = N
             f"p={m[f'dr_{t}_p']:.2g}"
             + (f"   over {int(m['draws'])} draws: sd {m[f'dr_{t}_draws_sd']:.4f}" if f"dr_{t}_draws_sd" in m else "")
         )
-    if "category_accuracy" in m and cfg.category.name not in ("random", "mean"):
+    if "category_accuracy" in m and category_mode(cfg.category.name).of_a_category:
         lines.append(f"  {m['category_accuracy']:.1%} of the clips get the signal of their own category")
     lines.append(f"  own feedback moves predictions by {m['feedback_effect']:.4f} on average")
     if result.tags.get("oracle") == "true":
