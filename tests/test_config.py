@@ -171,11 +171,16 @@ def test_group_files_are_exactly_the_registry(group):
 
 def test_a_missed_step_of_adding_a_method_fails_the_registry_check(tmp_path):
     methods = registries()["method"]
-    assert registry_mismatch(CONF, "method", [*methods, "toy"]) == ["toy: registered in code, no method/toy.yaml"]
     (tmp_path / "method").mkdir()
-    for name in [*methods, "toy"]:
+    for name in methods:
         (tmp_path / "method" / f"{name}.yaml").write_text(f"name: {name}\n")
+    assert registry_mismatch(tmp_path, "method", methods) == []
+    code_only = registry_mismatch(tmp_path, "method", [*methods, "toy"])
+    assert code_only == ["toy: registered in code, no method/toy.yaml"]
+    (tmp_path / "method" / "toy.yaml").write_text("name: toy\n")
     assert registry_mismatch(tmp_path, "method", methods) == ["method/toy.yaml: nothing registered in code"]
+    (tmp_path / "method" / "toy.yaml").write_text("name: boy\n")
+    assert registry_mismatch(tmp_path, "method", [*methods, "toy"]) == ["toy.yaml names 'boy'"]
 
 
 def test_unknown_method_name_override_stops_before_any_work_naming_the_option(tmp_path):

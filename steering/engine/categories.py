@@ -172,7 +172,7 @@ def modes_with_role(role: str) -> tuple[str, ...]:
     return tuple(name for name, mode in _REGISTRY.items() if mode.role == role)
 
 
-def _from_labels(labels: np.ndarray, table: Mapping[str, Mapping[str, np.ndarray]], oracle: bool) -> Assignment:
+def from_labels(labels: np.ndarray, table: Mapping[str, Mapping[str, np.ndarray]], oracle: bool) -> Assignment:
     n = len(labels)
     dim = len(next(iter(next(iter(table.values())).values())))
     mask = np.array([lab in table for lab in labels], dtype=bool)
@@ -229,7 +229,7 @@ class Oracle(CategoryMode):
     per_sample = True
 
     def assign(self, inputs: CategoryInputs, rng: np.random.Generator) -> Assignment:
-        return _from_labels(np.asarray(inputs.true_categories, dtype=object), inputs.table, oracle=True)
+        return from_labels(np.asarray(inputs.true_categories, dtype=object), inputs.table, oracle=True)
 
 
 @register_category
@@ -242,7 +242,7 @@ class Predicted(CategoryMode):
     needs = frozenset({"predicted"})
 
     def assign(self, inputs: CategoryInputs, rng: np.random.Generator) -> Assignment:
-        return _from_labels(np.asarray(inputs.predicted_categories, dtype=object), inputs.table, oracle=False)
+        return from_labels(np.asarray(inputs.predicted_categories, dtype=object), inputs.table, oracle=False)
 
 
 @register_category
@@ -255,7 +255,7 @@ class Fixed(CategoryMode):
 
     def assign(self, inputs: CategoryInputs, rng: np.random.Generator) -> Assignment:
         n = len(inputs.true_categories)
-        return _from_labels(np.full(n, inputs.fixed_target, dtype=object), inputs.table, oracle=False)
+        return from_labels(np.full(n, inputs.fixed_target, dtype=object), inputs.table, oracle=False)
 
 
 @register_category
@@ -272,7 +272,7 @@ class Shuffled(CategoryMode):
     def assign(self, inputs: CategoryInputs, rng: np.random.Generator) -> Assignment:
         own = np.asarray(inputs.true_categories, dtype=object)
         covered = np.array([c in inputs.table for c in own], dtype=bool)
-        return _from_labels(shuffled_labels(own, covered, rng), inputs.table, oracle=True)
+        return from_labels(shuffled_labels(own, covered, rng), inputs.table, oracle=True)
 
 
 @register_category
