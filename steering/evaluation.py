@@ -28,17 +28,17 @@ from tqdm import tqdm
 from steering.data import FeatureFile, indices_hash
 from steering.data.binning import Binning
 from steering.engine import SteeringSpec, steer_direct
-from steering.engine.assign import MULTI_DRAW_MODES, Assignment, GaussianReference, assign_draws
+from steering.engine.categories import Assignment, GaussianReference, assign_draws, category_mode
 from steering.engine.chunked import plan_chunks, shared_bytes_per_clip, shared_chunk, steer_chunk
-from steering.engine.core import TARGETS, SharedPass
+from steering.engine.core import SharedPass
 from steering.engine.hardware import autocast, choose_precision
 from steering.engine.reuse import SweepReuse, family_key, reuse_key
 from steering.engine.store import SharedPassStore, shared_key
-from steering.model.lrm import PATHWAYS
 from steering.signals import SignalSet
 from steering.signals.reference import reference_activations, reference_indices
 from steering.stats.metrics import pearson
 from steering.stats.run_metrics import run_metrics
+from steering.vocab import PATHWAYS, TARGETS
 
 if TYPE_CHECKING:
     from steering.config.schema import RunConfig
@@ -168,7 +168,7 @@ def predicted_categories(source: str, binning: Binning, first: dict, base: dict)
 
 
 def _warn_dominant(mode: str, labels: np.ndarray, limit: float = 0.9) -> None:
-    if mode not in ("oracle", "predicted", "shuffled") or not labels.size:
+    if not category_mode(mode).per_sample or not labels.size:
         return
     names, counts = np.unique(labels.astype(str), return_counts=True)
     top = int(np.argmax(counts))
@@ -263,8 +263,9 @@ def shared_work(plan: EvaluationPlan, inputs: EvaluationInputs) -> SharedWork:
 
 # --------------------------------------------------------------------------- phase 2: signals per sample
 def assign(plan: EvaluationPlan, inputs: EvaluationInputs, work: SharedWork, true_cats: np.ndarray) -> list[Assignment]:
-    """Each sample's signal per draw, by the plan's category mode."""
+    """Each sample's signal per draw, by the plan's category mode (what it needs, it declares)."""
     mode, signals, binning = plan.category, inputs.signals, inputs.binning
+    needs = category_mode(mode).needs
     assignments = assign_draws(
         mode,
         draws=plan.draws,
@@ -272,10 +273,10 @@ def assign(plan: EvaluationPlan, inputs: EvaluationInputs, work: SharedWork, tru
         table=signals.vectors,
         true_categories=true_cats,
         predicted_categories=(
-            predicted_categories(plan.source, binning, work.first, work.base) if mode == "predicted" else true_cats
+            predicted_categories(plan.source, binning, work.first, work.base) if "predicted" in needs else None
         ),
-        reference=_random_reference(plan, inputs) if mode == "random" else None,
-        grand_mean={p: signals.grand_mean(p) for p in PATHWAYS} if mode == "mean" else None,
+        reference=_random_reference(plan, inputs) if "reference" in needs else None,
+        grand_mean={p: signals.grand_mean(p) for p in PATHWAYS} if "grand_mean" in needs else None,
         fixed_target=plan.fixed_target,
     )
     _warn_dominant(mode, assignments[0].labels)
@@ -398,7 +399,7 @@ def run_result(
     steered: dict[str, np.ndarray],
 ) -> RunResult:
     """Every metric of the run, predictions.csv (one column pair per draw for the random controls), per category."""
-    base, first, multi = work.base, work.first, plan.category in MULTI_DRAW_MODES
+    base, first, multi = work.base, work.first, category_mode(plan.category).multi_draw
     masks = np.stack([a.mask for a in assignments])
     metrics = run_metrics(
         work.ratings,

@@ -1,4 +1,5 @@
-"""Typed configs: every group option and preset composes; bad values stop at composition naming the key."""
+"""Typed configs: every group option and preset composes; bad values stop before any work naming the key;
+the method and category group files are exactly the engine's registries."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -134,7 +136,7 @@ def test_checks_survive_deep_copy_and_pickling():
         with pytest.raises(ValidationError, match="must be >= 1"):
             clone.batch_size = 0
         with pytest.raises(ValidationError, match="is not one of"):
-            clone.method.name = "boost"
+            clone.precision = "fp8"
     merged = OmegaConf.merge(cfg, {"strength": 2})
     assert merged.strength == 2.0 and isinstance(merged.strength, float)
     with pytest.raises(ValidationError, match="not a finite number"):
@@ -146,17 +148,58 @@ def test_interpolated_values_are_checked_when_resolved():
     assert cfg.train.split == "legacy"  # ${data.split}, through the choice node
 
 
-def test_choice_lists_match_the_engine():
-    from steering.engine.assign import CATEGORY_MODES
-    from steering.engine.spec import METHODS, PATHWAY_CHOICES
-    from steering.model.lrm import LAYERS
+def registry_mismatch(conf: Path, group: str, registered: Iterable[str]) -> list[str]:
+    """What differs between a group's YAML files (by file name and ``name:``) and a registry's names."""
+    files = {p.stem: OmegaConf.load(p).get("name") for p in sorted((conf / group).glob("*.yaml"))}
+    problems = [f"{stem}.yaml names {name!r}" for stem, name in files.items() if name != stem]
+    problems += [f"{name}: registered in code, no {group}/{name}.yaml" for name in sorted(set(registered) - set(files))]
+    problems += [f"{group}/{name}.yaml: nothing registered in code" for name in sorted(set(files) - set(registered))]
+    return problems
 
-    assert set(schema.METHOD_CHOICES) == set(METHODS)
-    assert set(schema.CATEGORY_CHOICES) == set(CATEGORY_MODES)
-    assert set(schema.PATHWAY_CHOICES) == set(PATHWAY_CHOICES)
-    assert set(schema.LAYER_CHOICES) == {*LAYERS, "all"}
-    assert set(schema.CATEGORY_CHOICES) == set(options("category"))
-    assert set(schema.METHOD_CHOICES) == set(options("method"))
+
+def registries() -> dict[str, list[str]]:
+    from steering.engine import CATEGORY_MODES, METHODS
+
+    return {"method": list(METHODS), "category": list(CATEGORY_MODES)}
+
+
+@pytest.mark.parametrize("group", ["method", "category"])
+def test_group_files_are_exactly_the_registry(group):
+    """Adding a method or a category mode is code plus YAML: forgetting either fails here."""
+    assert registry_mismatch(CONF, group, registries()[group]) == []
+
+
+def test_a_missed_step_of_adding_a_method_fails_the_registry_check(tmp_path):
+    methods = registries()["method"]
+    (tmp_path / "method").mkdir()
+    for name in methods:
+        (tmp_path / "method" / f"{name}.yaml").write_text(f"name: {name}\n")
+    assert registry_mismatch(tmp_path, "method", methods) == []
+    code_only = registry_mismatch(tmp_path, "method", [*methods, "toy"])
+    assert code_only == ["toy: registered in code, no method/toy.yaml"]
+    (tmp_path / "method" / "toy.yaml").write_text("name: toy\n")
+    assert registry_mismatch(tmp_path, "method", methods) == ["method/toy.yaml: nothing registered in code"]
+    (tmp_path / "method" / "toy.yaml").write_text("name: boy\n")
+    assert registry_mismatch(tmp_path, "method", [*methods, "toy"]) == ["toy.yaml names 'boy'"]
+
+
+def test_unknown_method_name_override_stops_before_any_work_naming_the_option(tmp_path):
+    """``method=NAME`` is refused by Hydra; ``method.name=NAME`` by the run's option check, in one line."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    overrides = [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"demo.cache_dir={tmp_path}/demo"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "steering.run", "method.name=boost", *overrides],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+    assert len(error) == 1 and "method.name" in error[0] and "boost" in error[0] and "lrm" in error[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "demo").exists()
 
 
 def test_demo_section_keeps_the_keys_of_its_yaml():

@@ -12,7 +12,15 @@ import pytest
 
 from steering.data import FeatureFile, split_indices
 from steering.data.binning import Binning
-from steering.engine.assign import GaussianReference, assign_draws, assign_signals, shuffled_labels
+from steering.engine.categories import (
+    CATEGORY_MODES,
+    CategoryMode,
+    GaussianReference,
+    assign_draws,
+    assign_signals,
+    register_category,
+    shuffled_labels,
+)
 from steering.evaluation import _warn_dominant
 from steering.stats.metrics import pearson
 from steering.tracking.job import evaluate
@@ -204,3 +212,46 @@ def test_improved_share_and_steered_only_dr(assets):  # noqa: F811
     full = evaluate(_cfg(assets, "method=bypass", "strength=2", "category=mean"))
     assert full.metrics["coverage"] == 1 and "dr_valence_steered_only" not in full.metrics
     assert 0 <= full.metrics["improved_share_valence"] <= 1
+
+
+# --------------------------------------------------------------------------- the registry of modes
+def test_a_mode_that_declares_no_role_is_refused_when_registered():
+    """A control without a role would vanish from contrasts.csv: registration refuses it instead."""
+
+    class Orphan(CategoryMode):
+        name = "orphan"
+
+    class Nameless(CategoryMode):
+        role = "control"
+
+    for mode in (Orphan, Nameless):
+        with pytest.raises(TypeError, match="role|name"):
+            register_category(mode)
+    assert "orphan" not in CATEGORY_MODES
+
+
+@pytest.mark.parametrize("mode", sorted(CATEGORY_MODES))
+def test_every_mode_steers_as_it_declares(mode):
+    """Oracle modes read the ratings, multi-draw modes differ between draws, category signals carry their name."""
+    rng = np.random.default_rng(0)
+    table = {c: {p: rng.random(128).astype(np.float32) for p in ("valence", "arousal")} for c in "abc"}
+    true = np.array(list("abcabcabca"), dtype=object)
+    inputs = dict(
+        table=table,
+        true_categories=true,
+        predicted_categories=np.array(list("cabcabcabc"), dtype=object),
+        reference=GaussianReference.from_activations({p: rng.random((20, 128)) for p in ("valence", "arousal")}),
+        grand_mean={p: np.mean([v[p] for v in table.values()], axis=0) for p in ("valence", "arousal")},
+        fixed_target="b",
+    )
+    declared = CATEGORY_MODES[mode]
+    first, second = assign_draws(mode, draws=2, seed=1, **inputs) + ([] if declared.multi_draw else [None])
+    assert first.oracle == declared.oracle
+    if declared.multi_draw:
+        assert not np.array_equal(first.vectors["valence"], second.vectors["valence"])
+    again = assign_draws(mode, draws=2, seed=1, **inputs)[0]
+    np.testing.assert_array_equal(again.vectors["arousal"], first.vectors["arousal"])
+    relabelled = assign_draws(mode, draws=2, seed=1, **{**inputs, "true_categories": true[::-1].copy()})[0]
+    reads_ratings = not np.array_equal(relabelled.vectors["valence"], first.vectors["valence"])
+    assert reads_ratings == declared.oracle
+    assert set(first.labels[first.mask]) <= set(table) if declared.of_a_category else not set(first.labels) & set(table)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from steering.engine import (
+    METHODS,
     SteeringConfigError,
     SteeringSpec,
     select_connections,
@@ -155,3 +156,21 @@ def test_chunked_shared_work_and_small_steering_batches_match_one_batch(tiny_mod
     parts = steer_chunk(tiny_model, shared, spec, sig, mask, strengths, batch_size=2)
     for t in ("valence", "arousal"):
         torch.testing.assert_close(parts[t], whole[t], rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- the method registry
+def test_a_spec_takes_exactly_the_registered_methods(tiny_model):
+    for name in METHODS:
+        assert _spec(tiny_model, method=name).method == name
+    with pytest.raises(SteeringConfigError, match="unknown method 'boost'; expected one of .*'lrm'"):
+        _spec(tiny_model, method="boost")
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_registered_method_moves_only_the_rows_with_a_signal(tiny_model, method):
+    x, sig = _inputs()
+    mask = torch.tensor([True, False, True, True])
+    out = _run(tiny_model, _spec(tiny_model, method=method, strength=2.0), x, sig, mask)
+    base = tiny_model(x)["valence"].view(-1)
+    torch.testing.assert_close(out["valence"][~mask], base[~mask], rtol=0, atol=0)
+    assert (out["valence"][mask] - base[mask]).abs().max() > 0

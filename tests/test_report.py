@@ -124,8 +124,13 @@ def table_lines(stdout: str, first_column: str) -> list[str]:
     return lines[start:end]
 
 
-def log_grid(uri: str, sweep_id: str, methods: list[str], strengths: list[float], preset: str) -> dict:
-    """A sweep over method x strength where dr encodes both (dr_valence = strength/100 + method index/1000)."""
+def log_grid(
+    uri: str, sweep_id: str, methods: list[str], strengths: list[float], preset: str, extra: dict | None = None
+) -> dict:
+    """A sweep over method x strength where dr encodes both (dr_valence = strength/100 + method index/1000).
+
+    ``extra``: further metrics every run logs, as name -> factor (logged value: factor * dr).
+    """
     experiment_id = configure(uri, "steering")
     client = MlflowClient(uri)
     varied = [k for k, v in (("method", methods), ("strength", strengths)) if len(v) > 1]
@@ -156,6 +161,8 @@ def log_grid(uri: str, sweep_id: str, methods: list[str], strengths: list[float]
             for name, value in ((f"dr_{t}", dr), (f"dr_{t}_ci_low", dr - 0.01), (f"dr_{t}_ci_high", dr + 0.01)):
                 client.log_metric(run.info.run_id, name, value)
             client.log_metric(run.info.run_id, f"dr_{t}_p", 0.0123456)
+        for name, factor in (extra or {}).items():
+            client.log_metric(run.info.run_id, name, factor * dr)
         client.set_terminated(run.info.run_id, "FINISHED")
         ids[(method, strength)] = run.info.run_id
     client.set_terminated(parent.info.run_id, "FINISHED")
@@ -207,3 +214,30 @@ def test_unknown_sweep_or_preset_lists_what_exists_with_exit_2(store):
     proc = _report(tmp, uri, "mlflow_experiment=nope")
     assert proc.returncode == 2 and "no MLflow experiment named 'nope'" in proc.stderr
     assert "steering" in proc.stderr.splitlines()[1:][-1] or "steering" in proc.stderr
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_new_metric_the_runs_log_is_never_a_grouping_column(tmp_path, monkeypatch, declared):
+    """Runs log ccc_steered_<t>, different in every run. Declared as a table column it is a metric
+    column; undeclared it stays out of the table. Either way rows are grouped by the choices alone."""
+    from steering.sweep import columns, figures, parent, steerability
+
+    if declared:
+        monkeypatch.setattr(columns, "PER_TARGET_METRICS", (*columns.PER_TARGET_METRICS, "ccc_steered_{t}"))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    extra = {"ccc_steered_valence": 7.0, "ccc_steered_arousal": -3.0}
+    log_grid(uri, "cccS", ["lrm", "bypass"], [0.0, 1.0, 2.0], "methods", extra=extra)
+    log_grid(uri, "cccT", ["lrm", "bypass"], [0.0, 1.0, 2.0], "methods", extra={"ccc_steered_valence": 5.0})
+    client = MlflowClient(uri)
+    runs = tbl.find_sweep(client, "cccS")
+    table = tbl.comparison_table(runs.children, runs.varied)
+    assert ("ccc_steered_valence" in table) is declared
+    if declared:
+        dr = table["dr_valence"].to_numpy()
+        assert table["ccc_steered_valence"].to_numpy() == pytest.approx(7.0 * dr)
+    assert tbl.choice_columns(table) == ["method", "strength"]
+    assert steerability.group_keys(table) == ["method"]
+    assert figures.row_labels(table)[0] == "method=lrm, strength=0.0"
+    assert "ccc" not in parent.varied_values(table)
+    comparison = tbl.compare_runs(runs, tbl.find_sweep(client, "cccT"))
+    assert set(comparison.keys) == {"method", "strength"} and len(comparison.table) == 6

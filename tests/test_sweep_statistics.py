@@ -310,3 +310,24 @@ def test_steerability_groups_by_the_other_varied_choices():
     assert wrong.to_dict() == {("bypass", 0.5): 0.0, ("bypass", 1.0): 0.0, ("direct", 0.5): 1.0, ("direct", 1.0): 1.0}
     text = "\n".join(steer.describe_steerability(summary))
     assert "method=direct, alpha=0.5: valence: 100.0% wrong way" in text
+
+
+def test_contrasts_compare_every_declared_condition_with_every_declared_control():
+    """Conditions and controls are read from the modes' declared roles, so a new mode is never left out."""
+    from steering.engine import CATEGORY_MODES
+
+    rng = np.random.default_rng(2)
+    modes = sorted(CATEGORY_MODES)
+    table = _controls_table(modes).assign(**{"category.target": "neutral"})
+    first = _predictions(rng, 30, effect=0.2)
+    y, base = first["valence"].to_numpy(), first["base_valence"].to_numpy()
+    runs = {f"id_{m}": _predictions(rng, 30, y, base, effect=0.1) for m in modes}
+    out = ctr.contrasts_table(table, runs.__getitem__, resamples=20)
+
+    def label(mode):
+        return f"{mode}:neutral" if "target" in CATEGORY_MODES[mode].needs else mode
+
+    roles = {role: {label(m) for m in modes if CATEGORY_MODES[m].role == role} for role in ("condition", "control")}
+    assert roles["condition"] and roles["control"]
+    pairs = set(zip(out["condition"], out["control"]))
+    assert pairs == {(a, b) for a in roles["condition"] for b in roles["control"]}

@@ -79,11 +79,19 @@ def check_run_options(cfg: RunConfig) -> None:
     target that is one of its categories. No file is touched.
     """
     from steering.data.binning import Binning
+    from steering.engine.categories import CATEGORY_MODES
+    from steering.engine.methods import METHODS
 
+    # The conf/ group files list the choices; a name set directly (method.name=...) meets the registries here.
+    for option, registry in (("method.name", METHODS), ("category.name", CATEGORY_MODES)):
+        value = cfg.method.name if option == "method.name" else cfg.category.name
+        if value not in registry:
+            raise ConfigError(option, f"must be one of {', '.join(registry)}, got {value!r}")
+    mode = CATEGORY_MODES[cfg.category.name]
     check_device(cfg.device)
     check_bootstrap(int(cfg.metrics.bootstrap_resamples), float(cfg.metrics.confidence))
     binning = Binning.from_mapping(plain(cfg.binning))
-    if cfg.category.name == "fixed":
+    if "target" in mode.needs:
         target = cfg.category.target
         if not target:
             raise ConfigError("category.target", "category=fixed needs a target category")
@@ -157,17 +165,21 @@ def check_eval_count(n: int, split: str) -> None:
 
 def check_signals(signals, source_dim: int, category: str, fixed_target: str | None = None) -> None:
     """A signal set the model and the category mode can use."""
+    from steering.engine.categories import category_mode
     from steering.signals.io import SignalFileError
 
+    mode = category_mode(category)
     where = signals.source_path or "signals"
     dims = {v.shape[-1] for vectors in signals.vectors.values() for v in vectors.values()}
     if dims - {source_dim}:
         raise SignalFileError(f"{where}: signals have {sorted(dims)} values, the model's source size is {source_dim}")
-    if category == "fixed" and fixed_target and fixed_target not in signals.vectors:
+    if "target" in mode.needs and fixed_target and fixed_target not in signals.vectors:
         have = list(signals.vectors)
         raise SignalFileError(f"{where}: no signal for the fixed target {fixed_target!r}; it has {have}")
-    if category == "shuffled" and len(signals.vectors) < 2:
-        raise SignalFileError(f"{where}: the shuffled control needs signals for at least two categories")
+    if len(signals.vectors) < mode.min_categories:
+        raise SignalFileError(
+            f"{where}: the {mode.name} {mode.role} needs signals for at least {mode.min_categories} categories"
+        )
 
 
 # --------------------------------------------------------------------------- results
@@ -208,8 +220,10 @@ def check_run_inputs(cfg: RunConfig, model, features: str | Path, binning) -> No
             used.append(indices("signals.split", cfg.signals.split, n))
         check_features(ff, model.config.mel_bins, np.unique(np.concatenate(used)), what="used")
     if signals_path:
+        from steering.engine.categories import category_mode
+
         target = category.target
-        fixed = binning.canonical(str(target)) if category.name == "fixed" and target else None
+        fixed = binning.canonical(str(target)) if "target" in category_mode(category.name).needs and target else None
         check_signals(load_signals(signals_path, binning), model.config.source_dim, category.name, fixed)
 
 

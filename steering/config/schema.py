@@ -7,8 +7,11 @@ message naming the key. The group sections hold exactly the keys their YAML file
 that code reads with a default), so the demo's cache key and a run's config hash see the same
 values a YAML-only config gave.
 
-The choice lists are repeated here (not imported from the engine) so that composing a config
-imports neither torch nor MLflow; ``tests/test_config.py`` checks that they match the engine's.
+The choice lists come from ``steering.vocab``, which imports nothing, so composing a config loads
+neither torch nor MLflow. Methods and category modes are not listed here: their ``conf/`` group
+files are the user-facing list (Hydra refuses an unknown option), and a ``method.name=`` or
+``category.name=`` override is checked against the engine's registries before any work
+(``steering.assets.validation.check_run_options``).
 """
 
 from __future__ import annotations
@@ -19,15 +22,8 @@ from typing import Any
 from omegaconf import MISSING
 
 from steering.config.nodes import choice, integer, number
+from steering.vocab import CATEGORY_SOURCES, LAYER_CHOICES, PATHWAY_CHOICES, PRECISIONS, SPLIT_SCHEMES, SPLITS
 
-PATHWAY_CHOICES = ("valence", "arousal", "dual")
-LAYER_CHOICES = ("conv1", "conv2", "conv3", "conv4", "all")
-METHOD_CHOICES = ("lrm", "bypass", "modulation", "direct")
-CATEGORY_CHOICES = ("oracle", "predicted", "fixed", "shuffled", "random", "mean")
-CATEGORY_SOURCES = ("final", "pass1")
-SPLIT_SCHEMES = ("threeway", "legacy")
-SPLITS = ("train", "val", "test", "all")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 RESAMPLERS = ("auto", "soxr_hq", "poly")
 
 
@@ -102,14 +98,16 @@ class LayerConf:
 
 @dataclass
 class MethodConf:
-    name: str = choice(MISSING, METHOD_CHOICES)
+    # One of conf/method/*.yaml (the registry of steering.engine.methods).
+    name: str = MISSING
 
 
 @dataclass
 class CategoryConf:
     """``category`` group: which signal each sample gets."""
 
-    name: str = choice(MISSING, CATEGORY_CHOICES)
+    # One of conf/category/*.yaml (the registry of steering.engine.categories).
+    name: str = MISSING
     # category=fixed: the category every sample is steered toward.
     target: str | None = None
     # Predicted categories from the model's final prediction (final) or its pass-1 prediction (pass1).

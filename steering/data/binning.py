@@ -14,8 +14,6 @@ from typing import Any
 
 import numpy as np
 
-AXES = ("valence", "arousal")
-
 
 class BinningError(ValueError):
     """An invalid binning scheme or an unknown category name."""

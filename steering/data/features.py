@@ -16,7 +16,10 @@ import h5py
 import numpy as np
 import torch
 
-REQUIRED_KEYS = ("feature", "valence", "arousal", "audio_name")
+from steering.vocab import TARGETS
+
+#: The datasets of a feature file: the log-mel features, one rating per target, the clip names.
+REQUIRED_KEYS = ("feature", *TARGETS, "audio_name")
 
 
 class FeatureFileError(ValueError):
@@ -68,10 +71,10 @@ class FeatureFile:
         if not np.issubdtype(feature.dtype, np.floating):
             raise self._fail(f"'feature' must be floating point, got {feature.dtype}")
         n = feature.shape[0]
-        for key in ("valence", "arousal", "audio_name"):
+        for key in (*TARGETS, "audio_name"):
             if h5[key].ndim != 1 or h5[key].shape[0] != n:
                 raise self._fail(f"'{key}' must have shape ({n},), got {h5[key].shape}")
-        for key in ("valence", "arousal"):
+        for key in TARGETS:
             if not np.issubdtype(h5[key].dtype, np.number):
                 raise self._fail(f"'{key}' must be numeric, got {h5[key].dtype}")
             values = h5[key][:]

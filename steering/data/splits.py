@@ -14,8 +14,9 @@ import hashlib
 
 import numpy as np
 
-SPLIT_NAMES = ("train", "val", "test", "all")
-SCHEMES = ("legacy", "threeway")
+from steering.vocab import SPLIT_SCHEMES as SCHEMES
+from steering.vocab import SPLITS as SPLIT_NAMES
+
 LEGACY_SEED = 42
 THREEWAY_SEED = 20240607
 

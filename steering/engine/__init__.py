@@ -1,18 +1,35 @@
-"""The steering engine: configurations, methods and steered passes."""
+"""The steering engine: configurations, methods, category modes and steered passes.
 
-from steering.engine.core import SharedPass, shared_pass, steer_direct, steer_from_shared, steered_modulations
-from steering.engine.methods import method_modulation
-from steering.engine.spec import METHODS, SteeringConfigError, SteeringSpec, select_connections
+Names are imported on first use, so the sweep's tables can read the category registry without
+loading torch.
+"""
 
-__all__ = [
-    "METHODS",
-    "SharedPass",
-    "SteeringConfigError",
-    "SteeringSpec",
-    "method_modulation",
-    "select_connections",
-    "shared_pass",
-    "steer_direct",
-    "steer_from_shared",
-    "steered_modulations",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "CATEGORY_MODES": "steering.engine.categories",
+    "CategoryMode": "steering.engine.categories",
+    "category_mode": "steering.engine.categories",
+    "register_category": "steering.engine.categories",
+    "SharedPass": "steering.engine.core",
+    "shared_pass": "steering.engine.core",
+    "steer_direct": "steering.engine.core",
+    "steer_from_shared": "steering.engine.core",
+    "steered_modulations": "steering.engine.core",
+    "METHODS": "steering.engine.methods",
+    "method_modulation": "steering.engine.methods",
+    "register_method": "steering.engine.methods",
+    "SteeringConfigError": "steering.engine.spec",
+    "SteeringSpec": "steering.engine.spec",
+    "select_connections": "steering.engine.spec",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'steering.engine' has no attribute {name!r}")

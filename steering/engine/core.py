@@ -20,8 +20,7 @@ from steering.engine.methods import method_modulation
 from steering.engine.spec import SteeringSpec
 from steering.model.lrm import PATHWAYS, Connection
 from steering.model.network import LRMEmotionNet
-
-TARGETS = ("valence", "arousal")
+from steering.vocab import TARGETS
 
 
 @dataclass

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from steering.model.lrm import PATHWAYS, Connection
-
-METHODS = ("lrm", "bypass", "modulation", "direct")
-PATHWAY_CHOICES = ("valence", "arousal", "dual")
+from steering.engine.methods import METHODS
+from steering.model.lrm import Connection
+from steering.vocab import PATHWAY_CHOICES, PATHWAYS
 
 
 class SteeringConfigError(ValueError):
@@ -27,7 +26,7 @@ class SteeringSpec:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise SteeringConfigError(f"unknown method {self.method!r}; expected one of {METHODS}")
+            raise SteeringConfigError(f"unknown method {self.method!r}; expected one of {tuple(METHODS)}")
         if not self.connections:
             raise SteeringConfigError("a steering configuration needs at least one connection")
 

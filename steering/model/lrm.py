@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PATHWAYS: tuple[str, str] = ("valence", "arousal")
-LAYERS: tuple[str, ...] = ("conv1", "conv2", "conv3", "conv4")
+from steering.vocab import LAYERS, PATHWAYS
+
 NORM_EPS = 1e-5
 
 

@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 from steering.data import FeatureFile, split_indices
 from steering.engine.hardware import cpu_threads, resolve_device
 from steering.model import LRMEmotionNet, ModelConfig, build_model, save_checkpoint
+from steering.vocab import TARGETS
 
 log = logging.getLogger(__name__)
-TARGETS = ("valence", "arousal")
 MetricLogger = Callable[[dict[str, float], int], None]
 
 

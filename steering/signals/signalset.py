@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from steering.vocab import PATHWAYS
+
 log = logging.getLogger(__name__)
 
-PATHWAYS = ("valence", "arousal")
 SIGNAL_DIM = 128
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-TARGETS = ("valence", "arousal")
+from steering.vocab import TARGETS
+
 ALPHA = 0.05
 ADJUSTED_COLUMNS = tuple(f"dr_{t}_{kind}" for t in TARGETS for kind in ("p_holm", "q"))
 

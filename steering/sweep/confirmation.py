@@ -38,12 +38,11 @@ from omegaconf import DictConfig, OmegaConf
 from steering.config.schema import RunConfig
 from steering.sweep.table import override_values
 from steering.tracking.runs import PARENT_FILE
+from steering.vocab import SPLITS, TARGETS
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("valence", "arousal")
 CRITERIA = ("mean_dr", "dr_valence", "dr_arousal")
-SPLITS = ("train", "val", "test", "all")
 ROLE = "confirmation"
 TAG_ROLE = "sweep_role"
 TAG_CHOSEN = "confirmation_of"

@@ -1,7 +1,8 @@
 """Condition-minus-control contrasts of a ``controls`` sweep, with a paired bootstrap over clips.
 
-Each condition (``oracle``, ``predicted``, ``fixed``) is compared with each control (``shuffled``,
-``random``, ``mean``) that ran with the same other choices:
+Each condition (a category mode whose declared role is ``condition``: ``oracle``, ``predicted``,
+``fixed``) is compared with each control (role ``control``: ``shuffled``, ``random``, ``mean``; see
+``steering.engine.categories``) that ran with the same other choices:
 
     contrast = Δr(condition) - Δr(control),   Δr = r(steered, y) - r(baseline, y)
 
@@ -22,24 +23,30 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from steering.engine.categories import CATEGORY_MODES
 from steering.stats.metrics import bootstrap_dr_samples, pearson
 from steering.stats.multiplicity import benjamini_hochberg, holm
+from steering.sweep.columns import choice_columns
 from steering.sweep.predictions import check_same_clips, steered_draws
+from steering.vocab import TARGETS
 
 log = logging.getLogger(__name__)
-
-TARGETS = ("valence", "arousal")
-CONDITIONS = ("oracle", "predicted", "fixed")
-CONTROLS = ("shuffled", "random", "mean")
-#: Table columns that are not choices (the rest, besides category*, define which rows are comparable).
-META_COLUMNS = ("job", "run_name", "coverage", "oracle", "status", "error", "run_id")
 
 Loader = Callable[[str], pd.DataFrame]
 
 
-def choice_columns(table: pd.DataFrame) -> list[str]:
-    """The table's choice columns (not metrics, not bookkeeping)."""
-    return [c for c in table.columns if c not in META_COLUMNS and not c.startswith(("r_", "dr_"))]
+def _labels(finished: pd.DataFrame) -> pd.Series:
+    """Each row's category as the contrasts name it: ``fixed:<target>`` for a mode that needs a target."""
+    labels = finished["category"].astype(str)
+    if "category.target" in finished:
+        targeted = labels.map(lambda name: name in CATEGORY_MODES and "target" in CATEGORY_MODES[name].needs)
+        labels = labels.where(~targeted, labels + ":" + finished["category.target"].astype(str))
+    return labels
+
+
+def _role(labels: pd.Series) -> pd.Series:
+    """Each label's declared role (``condition``/``control``); empty for a category no mode declares."""
+    return labels.str.split(":").str[0].map(lambda name: CATEGORY_MODES[name].role if name in CATEGORY_MODES else "")
 
 
 def bootstrap_p(samples: np.ndarray) -> float:
@@ -80,18 +87,15 @@ def contrasts_table(
     if "category" not in table:
         return pd.DataFrame(columns=columns)
     finished = table[table["status"] == "FINISHED"].copy()
-    finished["_label"] = finished["category"].astype(str)
-    if "category.target" in finished:
-        fixed = finished["_label"] == "fixed"
-        finished.loc[fixed, "_label"] = "fixed:" + finished.loc[fixed, "category.target"].astype(str)
+    finished["_label"] = _labels(finished)
     keys = [c for c in choice_columns(table) if not c.startswith("category")]
     groups = finished.groupby(keys, dropna=False, sort=False) if keys else [((), finished)]
     rows: list[dict[str, object]] = []
     alpha = (1 - confidence) / 2
     for key, group in groups:
         key = key if isinstance(key, tuple) else (key,)
-        is_condition = group["_label"].str.split(":").str[0].isin(CONDITIONS)
-        conditions, controls = group[is_condition], group[group["_label"].isin(CONTROLS)]
+        role = _role(group["_label"])
+        conditions, controls = group[role == "condition"], group[role == "control"]
         if conditions.empty or controls.empty:
             continue
         involved = pd.concat([conditions, controls])

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from steering.sweep.table import TARGETS, choice_columns
+from steering.sweep.columns import varying_choices
+from steering.vocab import TARGETS
 
 #: Okabe & Ito (2008), yellow last (weak on white).
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#000000", "#F0E442")
@@ -52,10 +53,6 @@ def _pyplot():
     return plt
 
 
-def _varying_choices(table: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
-    return [c for c in choice_columns(table) if c not in exclude and table[c].nunique(dropna=False) > 1]
-
-
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +86,7 @@ def draw_strength(table: pd.DataFrame, context: FigureContext | None = None):
     data = table[table["status"] == "FINISHED"].dropna(subset=["strength"])
     positive = data.loc[data["strength"] > 0, "strength"]
     linthresh = float(positive.min()) if len(positive) else 1.0
-    group_keys = _varying_choices(data, exclude=("strength",))
+    group_keys = varying_choices(data, exclude=("strength",))
     fig, axes = plt.subplots(1, len(TARGETS), figsize=(11, 4.6), sharex=True)
     groups = list(data.groupby(group_keys, dropna=False)) if group_keys else [((), data)]
     handles = []
@@ -153,7 +150,7 @@ def _strength_ticks(strengths: pd.Series, linthresh: float) -> list[float]:
 def row_labels(table: pd.DataFrame, varied: Sequence[str] = ()) -> list[str]:
     """One label per row from the swept keys (or, without them, every choice that differs between rows)."""
     keys = [k.lstrip("+~") for k in varied if k.lstrip("+~") in table]
-    keys = [k for k in keys if table[k].nunique(dropna=False) > 1] or _varying_choices(table)
+    keys = [k for k in keys if table[k].nunique(dropna=False) > 1] or varying_choices(table)
     oracle = table["oracle"].astype(str).str.lower() == "true" if "oracle" in table else pd.Series(False, table.index)
     labels = []
     for (_, row), is_oracle in zip(table.iterrows(), oracle):

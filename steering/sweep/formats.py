@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from steering.vocab import TARGETS
+
 #: p/q columns: ``dr_valence_p``, ``dr_valence_p_holm``, ``dr_valence_q``, ``p_holm`` ...
 _PQ = re.compile(r"(^|_)(p|q)(_|$)")
 _DELTA = re.compile(r"^(diff_)?dr_")
@@ -89,7 +91,7 @@ def render(rows: Sequence[Sequence[str]], header: Sequence[str], right: Sequence
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def terminal_view(table: pd.DataFrame, choices: Sequence[str], width: int = 100, targets=("valence", "arousal")) -> str:
+def terminal_view(table: pd.DataFrame, choices: Sequence[str], width: int = 100, targets=TARGETS) -> str:
     """The comparison table cut down to fit ``width`` columns: choices, Δr [95% CI], p and (when the table
     has them) BH q per target, a note.
 

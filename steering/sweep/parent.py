@@ -18,7 +18,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from steering.sweep import formats
-from steering.sweep.table import TAG_ROLE, TARGETS, SweepRuns, choice_columns
+from steering.sweep.columns import choice_columns, varying_choices
+from steering.sweep.table import TAG_ROLE, SweepRuns
+from steering.vocab import TARGETS
 
 NOTE_TAG = "mlflow.note.content"
 MAX_TAG = 8000  # MLflow's limit on a tag value
@@ -52,7 +54,7 @@ def varied_values(table: pd.DataFrame) -> str:
 
 
 def row_label(row: pd.Series, table: pd.DataFrame) -> str:
-    keys = [c for c in choice_columns(table) if table[c].nunique(dropna=False) > 1]
+    keys = varying_choices(table)
     label = ", ".join(f"{k}={formats.format_cell(k, row[k])}" for k in keys) or str(row.get("run_name"))
     return f"job {formats.format_cell('job', row.get('job'))}: {label} (run {row.get('run_id')})"
 
@@ -70,8 +72,7 @@ def best_rows(table: pd.DataFrame) -> dict[str, pd.Series]:
 
 def note(table: pd.DataFrame, sweep_id: str, header: str = "") -> str:
     """A compact Markdown description: what varied, the best rows and one line per job."""
-    choices = [c for c in choice_columns(table) if table[c].nunique(dropna=False) > 1]
-    columns = ["job", *choices]
+    columns = ["job", *varying_choices(table)]
     compact = table[columns].copy()
     for t in TARGETS:
         compact[f"Δr {t} [95% CI]"] = [

@@ -19,6 +19,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from steering.vocab import TARGETS  # noqa: E402
+
 ARTIFACT = "predictions.csv"
 
 
@@ -50,6 +52,6 @@ def check_same_clips(frames: Sequence[pd.DataFrame], names: Sequence[str]) -> No
     for frame, name in zip(frames[1:], names[1:]):
         if len(frame) != len(first) or not (frame["audio_name"].to_numpy() == first["audio_name"].to_numpy()).all():
             raise ValueError(f"runs {names[0]} and {name} did not score the same clips in the same order")
-        for t in ("valence", "arousal"):
+        for t in TARGETS:
             if not np.allclose(frame[t].to_numpy(), first[t].to_numpy()):
                 raise ValueError(f"runs {names[0]} and {name} have different {t} ratings for the same clips")

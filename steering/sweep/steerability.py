@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steering.sweep.contrasts import choice_columns
+from steering.sweep.columns import varying_choices
 from steering.sweep.predictions import check_same_clips, steered_draws
+from steering.vocab import TARGETS
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("valence", "arousal")
 #: Below this change of the prediction over the whole swept strength range a clip counts as not moved.
 FLAT_CHANGE = 1e-6
 
@@ -42,8 +42,7 @@ def slopes(strengths: np.ndarray, predictions: np.ndarray) -> np.ndarray:
 
 def group_keys(table: pd.DataFrame) -> list[str]:
     """Choice columns other than strength that vary among the finished rows (one steerability group each)."""
-    finished = table[table["status"] == "FINISHED"]
-    return [c for c in choice_columns(table) if c != "strength" and finished[c].nunique(dropna=False) > 1]
+    return varying_choices(table[table["status"] == "FINISHED"], exclude=("strength",))
 
 
 def steerability_table(table: pd.DataFrame, load: Loader) -> pd.DataFrame:

@@ -20,25 +20,17 @@ from mlflow.tracking import MlflowClient
 
 from steering.stats import multiplicity
 from steering.sweep import formats
+from steering.sweep.columns import CORE_CHOICES, RUN_METRICS, choice_columns, metric_columns, table_columns
+from steering.vocab import TARGETS
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("valence", "arousal")
-#: Choices shown as columns whenever they differ between the rows (besides the swept keys).
-CORE_CHOICES = ("binning", "pathway", "layer", "method", "category", "strength")
-METRIC_COLUMNS = tuple(
-    f"{stat}_{t}" if stat.startswith("r_") else f"dr_{t}{stat}"
-    for t in TARGETS
-    for stat in ("r_base", "r_steered", "", "_ci_low", "_ci_high", "_p")
-)
 TAG_SWEEP_ID = "sweep_id"
 TAG_ROLE = "sweep_role"
 TAG_VARIED = "sweep_varied"
 TAG_JOB = "sweep_job_num"
 TAG_OVERRIDES = "sweep_overrides"
 TAG_PRESET = "sweep_experiment"
-#: Columns of a comparison table that are neither choices nor metrics.
-TABLE_META = ("job", "run_name", "coverage", "oracle", "status", "error", "run_id")
 
 
 @dataclass
@@ -182,16 +174,14 @@ def comparison_table(runs: Sequence[Run], varied: Sequence[str] = ()) -> pd.Data
         row["run_name"] = run.info.run_name
         for key in choice_keys:
             row[key] = choice_value(run, key)
-        for name in METRIC_COLUMNS:
+        for name in [*metric_columns(), *RUN_METRICS]:
             row[name] = run.data.metrics.get(name, math.nan)
-        row["coverage"] = run.data.metrics.get("coverage", math.nan)
         row["oracle"] = run.data.tags.get("oracle", "")
         row["status"] = run.info.status
         row["error"] = run.data.tags.get("sweep_error", "")
         row["run_id"] = run.info.run_id
         rows.append(row)
-    columns = ["job", "run_name", *choice_keys, *METRIC_COLUMNS, "coverage", "oracle", "status", "error", "run_id"]
-    table = pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=table_columns(choice_keys))
     if "strength" in table and table["strength"].notna().any():
         table["strength"] = pd.to_numeric(table["strength"], errors="coerce")
     return multiplicity.add_adjusted_columns(table)
@@ -257,11 +247,6 @@ def fixed_choices(runs: Sequence[Run], keys: Sequence[str] = CORE_CHOICES) -> di
         if len(values) == 1 and None not in values:
             fixed[key] = str(values.pop())
     return fixed
-
-
-def choice_columns(table: pd.DataFrame) -> list[str]:
-    """The table's choice columns (everything that is not a metric or bookkeeping)."""
-    return [c for c in table.columns if c not in TABLE_META and not str(c).startswith(("dr_", "r_", "diff_"))]
 
 
 def compare_sweeps(a: pd.DataFrame, b: pd.DataFrame, keys: Sequence[str] | None = None) -> pd.DataFrame:

@@ -21,11 +21,10 @@ from steering.assets.validation import check_input_paths, check_run_inputs, chec
 from steering.data import FeatureFile, file_hash, split_indices
 from steering.data.binning import Binning
 from steering.engine import SteeringSpec, select_connections
-from steering.engine.assign import ORACLE_MODES
+from steering.engine.categories import category_mode
 from steering.engine.hardware import cpu_threads, resolve_device
 from steering.engine.reuse import SweepReuse
 from steering.evaluation import (
-    TARGETS,
     EvaluationInputs,
     RunResult,
     cache_dir,
@@ -42,6 +41,7 @@ from steering.tracking.results import sync_pending
 from steering.tracking.resume import fail_dead_runs
 from steering.tracking.runs import job_run, sweep_choices, sweep_parent
 from steering.util.hashing import config_hash, plain
+from steering.vocab import TARGETS
 
 if TYPE_CHECKING:
     from steering.config.schema import RunConfig
@@ -95,8 +95,9 @@ def run_name(cfg: RunConfig, leading: Mapping[str, str] | None = None) -> str:
 
 
 def _category_part(cfg: RunConfig) -> str:
-    category = cfg.category.name + (f":{cfg.category.target}" if cfg.category.name == "fixed" else "")
-    if cfg.category.name == "predicted" and cfg.category.source != "final":
+    needs = category_mode(cfg.category.name).needs
+    category = cfg.category.name + (f":{cfg.category.target}" if "target" in needs else "")
+    if "predicted" in needs and cfg.category.source != "final":
         category += f":{cfg.category.source}"
     return category
 
@@ -164,7 +165,7 @@ def evaluate(
     inputs = load_inputs(cfg)
     digest = config_hash(cfg, inputs.model_hash, inputs.data_hash)
     tags = {
-        "oracle": str(cfg.category.name in ORACLE_MODES).lower(),
+        "oracle": str(category_mode(cfg.category.name).oracle).lower(),
         "checkpoint": str(inputs.checkpoint),
         "checkpoint_hash": inputs.model_hash,
         "data_hash": inputs.data_hash,
@@ -285,7 +286,7 @@ def summary(cfg: RunConfig, result: RunResult, sweep_dir: str | Path | None = No
             f"p={m[f'dr_{t}_p']:.2g}"
             + (f"   over {int(m['draws'])} draws: sd {m[f'dr_{t}_draws_sd']:.4f}" if f"dr_{t}_draws_sd" in m else "")
         )
-    if "category_accuracy" in m and cfg.category.name not in ("random", "mean"):
+    if "category_accuracy" in m and category_mode(cfg.category.name).of_a_category:
         lines.append(f"  {m['category_accuracy']:.1%} of the clips get the signal of their own category")
     lines.append(f"  own feedback moves predictions by {m['feedback_effect']:.4f} on average")
     if result.tags.get("oracle") == "true":

@@ -1,0 +1,56 @@
+"""The columns of a sweep's comparison table, declared once: bookkeeping, metrics, and the choices.
+
+One row per job run: ``job`` and ``run_name``, the choices that tell the runs apart (the swept keys
+and the :data:`CORE_CHOICES` that differ), the metrics read from each run, then bookkeeping. Choices
+are an open set (any key a sweep varies), metrics a closed one, so every metric column is declared
+here and a column is a choice exactly when it is not declared. A metric a run logs reaches the table
+only through :data:`PER_TARGET_METRICS` or :data:`RUN_METRICS`, so it can never become a grouping
+column of the contrasts, the steerability groups, the figures or a sweep comparison.
+
+A new statistic in the table: one entry in :data:`PER_TARGET_METRICS` (``{t}`` is the target) or
+:data:`RUN_METRICS`, named as the run logs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from steering.stats.multiplicity import ADJUSTED_COLUMNS
+from steering.vocab import TARGETS
+
+#: Choices shown as columns whenever they differ between the rows (besides the swept keys).
+CORE_CHOICES = ("binning", "pathway", "layer", "method", "category", "strength")
+#: Per-target metrics read from each run, in table order, once per target.
+PER_TARGET_METRICS = ("r_base_{t}", "r_steered_{t}", "dr_{t}", "dr_{t}_ci_low", "dr_{t}_ci_high", "dr_{t}_p")
+#: Metrics of the run as a whole, after the per-target ones.
+RUN_METRICS = ("coverage",)
+#: Columns before the choices and after the metrics: neither choices nor metrics.
+LEADING = ("job", "run_name")
+TRAILING = ("oracle", "status", "error", "run_id")
+
+
+def metric_columns() -> list[str]:
+    """The per-target metrics of each run, for every target in turn (``r_base_valence`` ... ``dr_arousal_p``)."""
+    return [name.format(t=t) for t in TARGETS for name in PER_TARGET_METRICS]
+
+
+def table_columns(choices: Iterable[str]) -> list[str]:
+    """Every column of a comparison table with these ``choices``, in order (before the adjusted p-values)."""
+    return [*LEADING, *choices, *metric_columns(), *RUN_METRICS, *TRAILING]
+
+
+def declared_columns() -> frozenset[str]:
+    """Every column that is not a choice: metrics (with the table's adjusted p-values) and bookkeeping."""
+    return frozenset([*LEADING, *metric_columns(), *ADJUSTED_COLUMNS, *RUN_METRICS, *TRAILING])
+
+
+def choice_columns(table) -> list[str]:
+    """The table's choice columns: every column not declared a metric or bookkeeping, in table order."""
+    declared = declared_columns()
+    return [c for c in table.columns if c not in declared]
+
+
+def varying_choices(table, exclude: Iterable[str] = ()) -> list[str]:
+    """Choice columns (less ``exclude``) with more than one value in ``table`` (NaN counts as a value)."""
+    excluded = set(exclude)
+    return [c for c in choice_columns(table) if c not in excluded and table[c].nunique(dropna=False) > 1]
