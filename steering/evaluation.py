@@ -9,7 +9,6 @@ explicit :class:`~steering.engine.reuse.SweepReuse` keyed on the whole configura
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import warnings
@@ -37,6 +36,7 @@ from steering.signals import SignalSet
 from steering.signals.reference import reference_activations, reference_indices
 from steering.stats.metrics import pearson
 from steering.stats.run_metrics import run_metrics
+from steering.util.hashing import parts_digest
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def evaluate_configuration(
         device=device.type,
         precision=str(cfg.get("precision", "auto")),
     )
-    store = SharedPassStore(key, cache_dir(cfg), device)
+    store = SharedPassStore(key, cache_dir(cfg), device, memory=reuse.memory if reuse is not None else None)
 
     def features_of(rows: slice) -> torch.Tensor:
         return ff.read(eval_idx[rows]).features.to(device)
@@ -273,13 +273,16 @@ def evaluate_configuration(
 
 
 def _assignment_hash(assignments: list[Assignment]) -> str:
-    digest = hashlib.sha256()
-    for assignment in assignments:
-        digest.update(assignment.mask.tobytes())
-        digest.update("|".join(map(str, assignment.labels)).encode())
-        for p in PATHWAYS:
-            digest.update(np.ascontiguousarray(assignment.vectors[p]).tobytes())
-    return digest.hexdigest()[:16]
+    parts = (
+        part
+        for a in assignments
+        for part in (
+            a.mask.tobytes(),
+            "|".join(map(str, a.labels)),
+            *(np.ascontiguousarray(a.vectors[p]).tobytes() for p in PATHWAYS),
+        )
+    )
+    return parts_digest(parts, 16)
 
 
 def _steer_draws(

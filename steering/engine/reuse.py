@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from steering.engine.store import ChunkMemory
 from steering.sweep.siblings import sweep_strengths
 from steering.tracking.runs import config_hash
 
@@ -38,6 +39,7 @@ class SweepReuse:
         self.max_entries = max_entries
         self._entries: OrderedDict[str, ByStrength] = OrderedDict()
         self.hits = 0
+        self.memory = ChunkMemory()  # the sweep's shared-work chunks, for the jobs run in this process
 
     @classmethod
     def for_sweep(cls, sweep_dir: str | Path | None) -> SweepReuse:

@@ -13,6 +13,7 @@ import torch
 from steering.model.lrm import LAYERS, Connection
 from steering.model.network import LRMEmotionNet, ModelConfig
 from steering.model.safe_load import TorchFileError, safe_torch_load
+from steering.util.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +178,6 @@ def reference_state_dict(model: LRMEmotionNet) -> dict[str, torch.Tensor]:
 def save_checkpoint(model: LRMEmotionNet, path: str | Path, **extra: Any) -> Path:
     """Write ``{"model": state_dict, **extra}`` atomically in the reference layout."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": reference_state_dict(model), **extra}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save({"model": reference_state_dict(model), **extra}, tmp)
     return path

@@ -35,7 +35,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from steering.sweep.table import override_values
+from steering.sweep.overrides import override_values
 from steering.tracking.runs import PARENT_FILE
 
 log = logging.getLogger(__name__)

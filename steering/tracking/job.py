@@ -20,7 +20,7 @@ from steering.assets.validation import (
     check_run_options,
     prediction_columns,
 )
-from steering.data import FeatureFile, file_hash, split_indices
+from steering.data import FeatureFile, file_hash, same_feature_file, split_indices
 from steering.data.binning import Binning
 from steering.engine import SteeringSpec, select_connections
 from steering.engine.assign import ORACLE_MODES
@@ -212,7 +212,7 @@ def evaluate(
 def _leakage(provenance: dict, data_hash: str, eval_idx: np.ndarray) -> tuple[bool, bool]:
     """(leakage, signals from another feature file): indices only mean something for the same file."""
     recorded = str(provenance.get("data_hash") or "")
-    foreign = bool(recorded) and not (recorded.startswith(data_hash) or data_hash.startswith(recorded))
+    foreign = not same_feature_file(recorded, data_hash)
     if foreign:
         log.warning(
             "the signals were extracted from another feature file (data hash %s, this file %s): "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -13,32 +12,18 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+import mlflow
+from omegaconf import DictConfig, OmegaConf
 
-from steering.tracking.preflight import bound_http_retries, store_lock  # noqa: E402
-
-bound_http_retries()
-
-import mlflow  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from steering.tracking.preflight import store_lock, tracking_environment
+from steering.util import hashing
+from steering.util.hashing import VOLATILE_KEYS, flatten  # noqa: F401  (re-exported: the tracking names)
 
 log = logging.getLogger(__name__)
 
 #: Written by the sweep callback into the sweep directory; every job of the sweep reads it.
 PARENT_FILE = "mlflow_parent.json"
 MAX_PARAM_LENGTH = 6000
-
-
-def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def git_commit(where: str | Path | None = None) -> str:
@@ -72,27 +57,17 @@ def configure(uri: str, experiment: str) -> str:
     from steering.sweep.logs import route_mlflow_logging
 
     route_mlflow_logging()  # MLflow's messages in Hydra's format (and the job's log file)
+    tracking_environment()  # bounded HTTP retries for this process and its workers
     mlflow.set_tracking_uri(uri)
     with store_lock(uri):  # two jobs creating a fresh SQLite store at once would race
         exp = mlflow.set_experiment(experiment)
     return exp.experiment_id
 
 
-#: Keys that say where or how fast a run happens, not what it computes (``confirm`` acts after the sweep).
-VOLATILE_KEYS = ("tracking", "cache", "demo.cache_dir", "demo.workers", "demo.progress", "resume", "threads", "device")
-VOLATILE_KEYS += ("confirm",)
-
-
-def config_hash(cfg: DictConfig, *content_hashes: str, exclude: tuple[str, ...] = ()) -> str:
-    """Hash of what a run computes: the resolved config without volatile keys, plus input file hashes.
-
-    ``exclude`` leaves out further keys (and their children), e.g. ``strength`` for sibling reuse.
-    """
-    resolved = flatten(OmegaConf.to_container(cfg, resolve=True))
-    dropped = (*VOLATILE_KEYS, *exclude)
-    kept = {k: v for k, v in resolved.items() if not any(k == v_ or k.startswith(v_ + ".") for v_ in dropped)}
-    payload = json.dumps([kept, list(content_hashes)], sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+def config_hash(cfg: DictConfig | Any, *content_hashes: str, exclude: tuple[str, ...] = ()) -> str:
+    """:func:`steering.util.hashing.config_hash` of a composed config (resolved first) or a plain one."""
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    return hashing.config_hash(plain, *content_hashes, exclude=exclude)
 
 
 def find_finished(experiment_id: str, config_digest: str) -> mlflow.entities.Run | None:
