@@ -50,7 +50,7 @@ from steering.sweep import table as tbl
 from steering.sweep.interrupt import InterruptWatch, end_running_children, note_unfinished, planned_jobs
 from steering.sweep.logs import route_mlflow_logging
 from steering.sweep.parent import annotate_parent
-from steering.sweep.report import terminal_view, write_report
+from steering.sweep.report import SweepReport, terminal_view, write_report
 from steering.sweep.server import LocalServer, start_server
 from steering.tracking import links as ui_links
 from steering.tracking.preflight import check_tracking, tracking_environment
@@ -345,7 +345,7 @@ def finish_sweep(sweep: ActiveSweep) -> Path:
     return sweep_dir / "comparison.csv"
 
 
-def _annotate(client: MlflowClient, info: dict[str, Any], report: Any, never: int | None) -> int:
+def _annotate(client: MlflowClient, info: dict[str, Any], report: SweepReport, never: int | None) -> int:
     """The parent's summary (tags, metrics, adjusted p values on each child); returns the finished jobs."""
     table = report.table
     annotate_parent(client, info["run_id"], report.runs, table, info["sweep_id"])
