@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from steering.data.binning import Binning
@@ -153,3 +154,14 @@ def test_altered_demo_features_and_model_are_rebuilt(tmp_path, monkeypatch, capl
         fh.write(b"\x01" * 64)
     ensure_demo(tiny_demo(tmp_path), TINY_ARCH)
     assert "synthetic features" in caplog.text and "does not match its checksum" in caplog.text
+
+
+def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    from steering.util.files import atomic_path, atomic_write_text
+
+    target = atomic_write_text(tmp_path / "metrics.json", "old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
