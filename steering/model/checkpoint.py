@@ -178,6 +178,6 @@ def reference_state_dict(model: LRMEmotionNet) -> dict[str, torch.Tensor]:
 def save_checkpoint(model: LRMEmotionNet, path: str | Path, **extra: Any) -> Path:
     """Write ``{"model": state_dict, **extra}`` atomically in the reference layout."""
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, same_name=True) as tmp:  # torch.save names its archive after the file
         torch.save({"model": reference_state_dict(model), **extra}, tmp)
     return path

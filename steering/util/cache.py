@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from steering.util.files import atomic_path, atomic_write_bytes, atomic_write_text
+from steering.util.files import atomic_write_bytes, atomic_write_text
 from steering.util.hashing import bytes_digest, file_digest
 
 log = logging.getLogger(__name__)
@@ -76,14 +76,6 @@ def write_verified(path: str | Path, data: bytes) -> Path:
     """Write ``data`` and its checksum, each atomically."""
     atomic_write_bytes(path, data)
     record_checksum(path, bytes_digest(data))
-    return Path(path)
-
-
-def write_file_verified(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """``write(tmp)`` a file atomically (for writers that need a path: HDF5, checkpoints), then its checksum."""
-    with atomic_path(path) as tmp:
-        write(tmp)
-    record_checksum(path)
     return Path(path)
 
 

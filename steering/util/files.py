@@ -22,12 +22,22 @@ def _fsync(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write to; on success it replaces ``path``, on failure it is removed."""
+def atomic_path(path: str | Path, *, same_name: bool = False) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; on success it replaces ``path``, on failure it is removed.
+
+    ``same_name``: the temporary file is ``<name>.tmp`` inside a private temporary folder, for writers
+    that record the file's own name in its bytes (``torch.save`` names its zip archive after the
+    file), so the result does not depend on the process or the moment it was written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A name unique to this process and call, created by the writer itself (so with the usual permissions).
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+    unique = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+    if same_name:
+        unique.mkdir()
+        tmp = unique / f"{path.name}{TMP_SUFFIX}"
+    else:
+        tmp = unique
     try:
         yield tmp
         _fsync(tmp)
@@ -35,6 +45,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        if same_name:
+            unique.rmdir()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
