@@ -165,3 +165,15 @@ def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temporary(tmp_pa
         raise RuntimeError("killed mid-write")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_a_checkpoint_has_the_same_bytes_whichever_process_writes_it(tmp_path):
+    """The demo model's checksum and cache must not depend on the temporary name used while writing."""
+    from steering.model import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model(TINY_ARCH)
+    first = save_checkpoint(model, tmp_path / "a" / "model.pth", epoch=1)
+    second = save_checkpoint(model, tmp_path / "b" / "model.pth", epoch=1)
+    assert first.read_bytes() == second.read_bytes()
+    assert sorted(p.name for p in first.parent.iterdir()) == ["model.pth"]
