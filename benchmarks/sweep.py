@@ -25,7 +25,7 @@ import torch
 
 from steering.engine import SteeringSpec, select_connections, steer_direct
 from steering.engine.chunked import plan_chunks, shared_bytes_per_clip, shared_chunk, steer_chunk
-from steering.engine.store import SharedPassStore, clear_memory
+from steering.engine.store import SharedPassStore
 from steering.model import LRMEmotionNet, ModelConfig
 
 DEMO = ModelConfig(channels=(16, 32, 64, 128), embedding_size=128)
@@ -139,9 +139,7 @@ def run_case(model, x_chunks, signals, layer: str, pathway: str, subset: int, ca
     n = sum(x.shape[0] for x in x_chunks)
     t_b = t_b_subset * n / subset
     key = f"bench-{layer}-{pathway}"
-    clear_memory()
     t_cold, out_c = timed(lambda: engine(SharedPassStore(key, cache_root)))
-    clear_memory()
     t_warm, out_w = timed(lambda: engine(SharedPassStore(key, cache_root)))
     cache_bytes = sum(f.stat().st_size for f in (cache_root / "shared" / key).glob("*.pt"))
     diff = max((out_c - out_a).abs().max().item(), (out_w - out_a).abs().max().item())

@@ -8,19 +8,17 @@ the model architecture. A file lock serialises builders; every file is written a
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
+from filelock import FileLock
 from omegaconf import DictConfig
 
 from steering.config import config_dir
@@ -29,7 +27,9 @@ from steering.errors import one_line_errors
 from steering.model import ModelConfig, load_model
 from steering.model.training import TrainConfig, evaluate, train_model
 from steering.prepare import prepare_synthetic
-from steering.util.integrity import check_or_record, write_checksum
+from steering.util.cache import record_checksum, verify_file
+from steering.util.files import atomic_write_text
+from steering.util.hashing import json_digest
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "STEERING_CACHE_DIR"
@@ -75,25 +75,17 @@ def demo_key(demo_cfg: Mapping, model_arch: Mapping) -> str:
     """Hash of the parts of the config that change the assets."""
     recipe = {k: v for k, v in demo_cfg.items() if k not in NOT_HASHED}
     arch = ModelConfig.from_mapping(model_arch).to_dict()
-    blob = json.dumps({"format": CACHE_FORMAT, "demo": recipe, "arch": arch}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return json_digest({"format": CACHE_FORMAT, "demo": recipe, "arch": arch}, 16)
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path) -> FileLock:
+    """An exclusive lock file: one builder at a time, across processes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return FileLock(path)
 
 
 def _write_json(path: Path, data: Mapping) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def _plain_cfg(demo_cfg: Mapping) -> dict[str, Any]:
@@ -109,14 +101,14 @@ def demo_features(demo_cfg: Mapping) -> Path:
     key = demo_key(recipe, {})
     path = cache_root(cfg) / f"features-{key}.h5"
     with _locked(path.with_suffix(".lock")):
-        if path.is_file() and check_or_record(path, "synthetic features"):
+        if verify_file(path, "synthetic features", unrecorded="record"):
             log.info("using cached synthetic features %s", path)
             return path
         log.info("generating synthetic features %s", path)
         prepare_synthetic(
             path, cfg.get("synthetic"), cfg.get("frontend"), int(cfg.get("workers", 0)), bool(cfg.get("progress", True))
         )
-        write_checksum(path)
+        record_checksum(path)
     return path
 
 
@@ -130,12 +122,12 @@ def ensure_demo(demo_cfg: Mapping, model_arch: Mapping) -> DemoAssets:
     checkpoint = root / "model.pth"
     with _locked(root.parent / f"demo-{key}.lock"):
         features = demo_features(cfg)
-        if info_path.is_file() and checkpoint.is_file() and check_or_record(checkpoint, "demo model"):
+        if info_path.is_file() and verify_file(checkpoint, "demo model", unrecorded="record"):
             log.info("using cached demo model %s", checkpoint)
             return DemoAssets(features, checkpoint, json.loads(info_path.read_text()))
         log.info("training the demo model in %s (first use; a few minutes on a small CPU)", root)
         info = _build(cfg, arch, features, checkpoint)
-        write_checksum(checkpoint)
+        record_checksum(checkpoint)
         _write_json(info_path, info)
     return DemoAssets(features, checkpoint, info)
 

@@ -11,7 +11,6 @@ batched forward. Sibling jobs of a sweep read their strength from an explicit
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import warnings
@@ -33,11 +32,12 @@ from steering.engine.chunked import plan_chunks, shared_bytes_per_clip, shared_c
 from steering.engine.core import SharedPass
 from steering.engine.hardware import autocast, choose_precision
 from steering.engine.reuse import SweepReuse, family_key, reuse_key
-from steering.engine.store import SharedPassStore, shared_key
+from steering.engine.store import ChunkMemory, SharedPassStore, shared_key
 from steering.signals import SignalSet
 from steering.signals.reference import reference_activations, reference_indices
 from steering.stats.metrics import pearson
 from steering.stats.run_metrics import run_metrics
+from steering.util.hashing import parts_digest
 from steering.vocab import PATHWAYS, TARGETS
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ def evaluate_configuration(
     ``reuse`` (one per sweep) lets the jobs of a sweep that differ only in strength share one
     batched forward; without it only this run's strength is computed.
     """
-    work = shared_work(plan, inputs)
+    work = shared_work(plan, inputs, reuse.memory if reuse is not None else None)
     true_cats = inputs.binning.categorize(work.ratings["valence"], work.ratings["arousal"])
     assignments = assign(plan, inputs, work, true_cats)
     steered = steered_predictions(plan, inputs, work, assignments, reuse)
@@ -216,8 +216,8 @@ class SharedWork:
     ratings: dict[str, np.ndarray]
 
 
-def shared_work(plan: EvaluationPlan, inputs: EvaluationInputs) -> SharedWork:
-    """Chunks, precision and the shared pass of every chunk (memory and disk cache), once per chunk."""
+def shared_work(plan: EvaluationPlan, inputs: EvaluationInputs, memory: ChunkMemory | None = None) -> SharedWork:
+    """Chunks, precision and the shared pass of every chunk (``memory`` and disk cache), once per chunk."""
     model, ff, eval_idx, device = inputs.model, inputs.ff, inputs.eval_idx, inputs.device
     batch_size, first_block = plan.batch_size, plan.spec.first_block
     chunks = plan_chunks(len(eval_idx), batch_size, shared_bytes_per_clip(model, first_block, ff.frames))
@@ -231,7 +231,7 @@ def shared_work(plan: EvaluationPlan, inputs: EvaluationInputs) -> SharedWork:
         device=device.type,
         precision=plan.precision,
     )
-    store = SharedPassStore(key, plan.cache_dir, device)
+    store = SharedPassStore(key, plan.cache_dir, device, memory=memory)
 
     def features_of(rows: slice) -> torch.Tensor:
         return ff.read(eval_idx[rows]).features.to(device)
@@ -308,13 +308,16 @@ def _random_reference(plan: EvaluationPlan, inputs: EvaluationInputs) -> Gaussia
 
 
 def _assignment_hash(assignments: list[Assignment]) -> str:
-    digest = hashlib.sha256()
-    for assignment in assignments:
-        digest.update(assignment.mask.tobytes())
-        digest.update("|".join(map(str, assignment.labels)).encode())
-        for p in PATHWAYS:
-            digest.update(np.ascontiguousarray(assignment.vectors[p]).tobytes())
-    return digest.hexdigest()[:16]
+    parts = (
+        part
+        for a in assignments
+        for part in (
+            a.mask.tobytes(),
+            "|".join(map(str, a.labels)),
+            *(np.ascontiguousarray(a.vectors[p]).tobytes() for p in PATHWAYS),
+        )
+    )
+    return parts_digest(parts, 16)
 
 
 # --------------------------------------------------------------------------- phase 3: steering

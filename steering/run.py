@@ -59,7 +59,9 @@ def main(cfg: DictConfig) -> float:
 def cli() -> None:
     """Console-script entry point: one-line errors (exit 2), SIGTERM handled like Ctrl-C."""
     from steering.errors import run_app
+    from steering.tracking.preflight import tracking_environment
 
+    tracking_environment()  # before MLflow is imported: it decides on telemetry at import
     run_app(main)
 
 

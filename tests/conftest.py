@@ -119,8 +119,6 @@ def _one_torch_thread():
 def _fresh_process_caches():
     """Each test starts without the in-process caches of earlier tests (files differ per test)."""
     from steering import run
-    from steering.engine import store
 
-    store.clear_memory()
     run._current_sweep.clear()
     yield

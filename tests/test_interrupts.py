@@ -260,3 +260,22 @@ def test_sigterm_wrapped_in_a_library_error_still_ends_as_interrupted(monkeypatc
         signal.signal(signal.SIGTERM, previous)
     assert info.value.code == 128 + signal.SIGTERM
     assert capsys.readouterr().err.strip() == "error: interrupted (SIGTERM)"
+
+
+def test_the_sweep_notices_an_interrupt_and_the_previous_handler_still_acts():
+    """The callback's watch marks its sweep interrupted, then Ctrl-C raises KeyboardInterrupt as before;
+    once removed, the previous handler is back."""
+    from steering.sweep.interrupt import InterruptWatch
+
+    noticed = []
+    before = signal.getsignal(signal.SIGINT)
+    watch = InterruptWatch(lambda: noticed.append(True))
+    watch.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises during this call
+    finally:
+        watch.remove()
+    assert noticed == [True]
+    assert signal.getsignal(signal.SIGINT) is before

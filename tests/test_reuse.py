@@ -11,7 +11,6 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from steering.engine import store
 from steering.engine.reuse import SweepReuse, reuse_key
 from steering.tracking import job as runner
 from tests.test_sweep import CONF, assets, parent_and_children, run_sweep  # noqa: F401  (fixture)
@@ -37,7 +36,6 @@ def _standalone(assets, overrides: list[str], tmp) -> pd.DataFrame:  # noqa: F81
     ]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = OmegaConf.to_object(compose(config_name="run", overrides=[*base, *overrides]))
-    store.clear_memory()
     return runner.evaluate(cfg).predictions
 
 

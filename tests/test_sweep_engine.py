@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from steering.engine import chunked, store
+from steering.engine import chunked
 from steering.engine.reuse import SweepReuse
 from steering.sweep.siblings import sweep_strengths
 from steering.tracking import job as runner
@@ -58,7 +58,6 @@ def test_sibling_strengths_share_one_forward_and_match_single_runs(assets, monke
 
 def test_shared_work_is_read_back_from_the_disk_cache(assets, monkeypatch):  # noqa: F811
     first = runner.evaluate(_cfg(assets, "method=direct", "strength=2"))
-    store.clear_memory()
 
     def fail(*_a, **_k):
         raise AssertionError("shared work recomputed despite the disk cache")

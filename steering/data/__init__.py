@@ -14,6 +14,7 @@ _WHERE = {
     "FeatureFile": "steering.data.features",
     "FeatureFileError": "steering.data.features",
     "file_hash": "steering.data.features",
+    "same_feature_file": "steering.data.features",
     "write_feature_file": "steering.data.features",
     "indices_hash": "steering.data.splits",
     "legacy_split": "steering.data.splits",

@@ -5,9 +5,6 @@ The file is opened lazily and read by index, so a large file is never loaded who
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +13,8 @@ import h5py
 import numpy as np
 import torch
 
+from steering.util.files import atomic_path
+from steering.util.hashing import file_digest
 from steering.vocab import TARGETS
 
 #: The datasets of a feature file: the log-mel features, one rating per target, the clip names.
@@ -146,17 +145,21 @@ def _decode(name: bytes | str) -> str:
 def file_hash(path: str | Path, length: int = 16) -> str:
     """SHA-256 of a file's bytes (hex, truncated); remembered per process while the file is unchanged,
     so the jobs of a sweep do not re-read a large feature file each."""
-    stat = Path(path).stat()
-    return _file_hash(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)[:length]
+    return file_digest(path, length)
 
 
-@functools.lru_cache(maxsize=64)
-def _file_hash(path: str, _size: int, _mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def same_feature_file(recorded: object, data_hash: str) -> bool:
+    """Whether a data hash recorded with earlier work (e.g. a signal file's ``metadata.data_hash``)
+    names the feature file whose hash is ``data_hash``.
+
+    No record counts as the same file (files written before hashes were recorded). Hashes are
+    compared on their common prefix, since some records keep the full digest and others the
+    16-character :func:`file_hash`.
+    """
+    if not recorded:
+        return True
+    recorded = str(recorded)
+    return recorded.startswith(data_hash) or data_hash.startswith(recorded)
 
 
 def write_feature_file(
@@ -171,16 +174,10 @@ def write_feature_file(
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise FeatureFileError(f"{path}: is a directory; give a file path")
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(tmp, "w") as h5:
-            h5.create_dataset("feature", data=np.asarray(features, dtype=np.float32))
-            h5.create_dataset("valence", data=np.asarray(valence, dtype=np.float32))
-            h5.create_dataset("arousal", data=np.asarray(arousal, dtype=np.float32))
-            width = max([len(n.encode()) for n in audio_names] + [1])
-            h5.create_dataset("audio_name", data=np.array([n.encode() for n in audio_names], dtype=f"S{width}"))
-        tmp.replace(path)
-    except BaseException:  # an error or Ctrl-C leaves no half-written file behind
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:  # an error or Ctrl-C leaves no half-written file
+        h5.create_dataset("feature", data=np.asarray(features, dtype=np.float32))
+        h5.create_dataset("valence", data=np.asarray(valence, dtype=np.float32))
+        h5.create_dataset("arousal", data=np.asarray(arousal, dtype=np.float32))
+        width = max([len(n.encode()) for n in audio_names] + [1])
+        h5.create_dataset("audio_name", data=np.array([n.encode() for n in audio_names], dtype=f"S{width}"))
     return path

@@ -10,10 +10,9 @@ seed: ``val`` for choosing checkpoints and strengths, ``test`` for reporting.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
+from steering.util.hashing import indices_digest
 from steering.vocab import SPLIT_SCHEMES as SCHEMES
 from steering.vocab import SPLITS as SPLIT_NAMES
 
@@ -63,4 +62,4 @@ def split_indices(n: int, name: str, scheme: str = "threeway", train_fraction: f
 
 def indices_hash(indices: np.ndarray) -> str:
     """Content hash of an index array (order kept): what a cache keyed on "these clips" must use."""
-    return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
+    return indices_digest(indices, 16)

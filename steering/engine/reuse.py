@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from steering.engine.store import ChunkMemory
 from steering.util.hashing import config_hash, parts_hash
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class SweepReuse:
         self.max_entries = max_entries
         self._entries: OrderedDict[str, ByStrength] = OrderedDict()
         self.hits = 0
+        self.memory = ChunkMemory()  # the sweep's shared-work chunks, for the jobs run in this process
 
     def strengths_for(self, strength: float) -> list[float]:
         """The strengths to compute together when ``strength`` is not stored yet."""

@@ -14,6 +14,7 @@ from steering.model.backbone import DEFAULT_BACKBONE, backbone_class
 from steering.model.lrm import LAYERS, Connection
 from steering.model.network import LRMEmotionNet, ModelConfig
 from steering.model.safe_load import TorchFileError, safe_torch_load
+from steering.util.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +209,6 @@ def save_checkpoint(model: LRMEmotionNet, path: str | Path, **extra: Any) -> Pat
     path = Path(path)
     if model.config.backbone != DEFAULT_BACKBONE:
         extra = {"model_config": model.config.to_dict(), **extra}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": reference_state_dict(model), **extra}, tmp)
-    tmp.replace(path)
+    with atomic_path(path, same_name=True) as tmp:  # torch.save names its archive after the file
+        torch.save({"model": reference_state_dict(model), **extra}, tmp)
     return path

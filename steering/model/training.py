@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from steering.data import FeatureFile, split_indices
 from steering.engine.hardware import cpu_threads, resolve_device
 from steering.model import LRMEmotionNet, ModelConfig, build_model, save_checkpoint
+from steering.stats.metrics import pearson
 from steering.vocab import TARGETS
 
 log = logging.getLogger(__name__)
@@ -108,12 +109,10 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson r; 0.0 when either side is constant (an untrained model can predict a constant)."""
-    x = np.asarray(x, dtype=np.float64) - np.mean(x)
-    y = np.asarray(y, dtype=np.float64) - np.mean(y)
-    denom = np.sqrt((x**2).sum() * (y**2).sum())
-    return float((x * y).sum() / denom) if denom > 0 else 0.0
+def _selection_r(metrics: Mapping[str, float]) -> float:
+    """Mean val r for choosing the checkpoint; a constant prediction (r undefined: nan) counts as r = 0,
+    so an untrained model that predicts a constant is still saved at its first epoch."""
+    return float(np.mean([np.nan_to_num(metrics[f"val_r_{t}"], nan=0.0) for t in TARGETS]))
 
 
 @torch.no_grad()
@@ -242,8 +241,8 @@ def _train(
                     metrics["val_r_valence"],
                     metrics["val_r_arousal"],
                 )
-                if metrics["val_r_mean"] > best:
-                    best, best_epoch = metrics["val_r_mean"], epoch
+                if _selection_r(metrics) > best:
+                    best, best_epoch = _selection_r(metrics), epoch
                     save_checkpoint(
                         model,
                         checkpoint_path,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +12,8 @@ from steering.data.binning import Binning
 from steering.data.splits import indices_hash
 from steering.signals.io import SignalFileError, load_signals, save_signals
 from steering.signals.signalset import SignalSet
+from steering.util.cache import record_checksum, verify_file
+from steering.util.hashing import json_digest
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def cache_key(model_hash: str, data_hash: str, indices: Sequence[int] | np.ndarr
         "indices": indices_hash(np.unique(np.asarray(indices, dtype=np.int64))),
         "binning": binning.to_dict(),
     }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(spec, 16)
 
 
 def cached_signals(
@@ -46,13 +46,14 @@ def cached_signals(
 ) -> SignalSet:
     """The cached signals for this key, else ``build()``'s, saved to the cache first.
 
-    An unreadable cache file is rebuilt (with a warning) rather than trusted. ``cache_dir=None``
+    A cache file that does not match its checksum (steering.util.cache) or its recorded fingerprint,
+    or cannot be read, is rebuilt (with a warning) rather than trusted. ``cache_dir=None``
     turns caching off: ``build()`` every time, nothing written.
     """
     if cache_dir is None:
         return build()
     path = Path(cache_dir) / f"signals_{binning.name}_{cache_key(model_hash, data_hash, indices, binning)}.json"
-    if path.is_file():
+    if verify_file(path, "signals", unrecorded="record"):  # older entries: their fingerprint still guards them
         try:
             signals = load_signals(path, binning)
             if signals.metadata.get("fingerprint") != signals.fingerprint():
@@ -63,5 +64,6 @@ def cached_signals(
             log.warning("rebuilding unreadable cached signals: %s", exc)
     signals = build()
     save_signals(signals, path)
+    record_checksum(path)
     signals.source_path = path
     return signals

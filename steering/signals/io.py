@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import numpy as np
 
 from steering.data.binning import Binning, BinningError
 from steering.signals.signalset import PATHWAYS, SIGNAL_DIM, SignalSet
+from steering.util.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +164,7 @@ def save_signals(signals: SignalSet, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = signals_to_json(signals)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=1, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=1, allow_nan=False)
     log.info("saved %d signals to %s", len(signals), path)
     return path

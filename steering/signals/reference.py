@@ -7,16 +7,17 @@ this feature file, else the configured ``signals.split``; evaluated clips are al
 
 from __future__ import annotations
 
+import io
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from steering.data import FeatureFile, indices_hash, split_indices
+from steering.data import FeatureFile, indices_hash, same_feature_file, split_indices
 from steering.signals.extract import pass1_activations
 from steering.signals.signalset import PATHWAYS, SignalSet
+from steering.util.cache import load_or_build
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def reference_indices(
     """Sorted file indices of the signals' own samples, minus ``exclude`` (the evaluated clips)."""
     meta = signals.metadata or {}
     recorded = np.asarray(meta.get("indices") or [], dtype=np.int64)
-    same_file = meta.get("data_hash") in (None, data_hash)
+    same_file = same_feature_file(meta.get("data_hash"), data_hash)
     if recorded.size and same_file and recorded.min() >= 0 and recorded.max() < len(ff):
         idx, origin = recorded, "the signal file's metadata.indices"
     else:
@@ -61,21 +62,31 @@ def reference_activations(
     device: torch.device | str,
     cache_dir: str | Path | None,
 ) -> dict[str, np.ndarray]:
-    """Pass-1 128-d activations {pathway: (M, 128)} of ``indices``, cached on disk by model, data and indices."""
+    """Pass-1 128-d activations {pathway: (M, 128)} of ``indices``, cached on disk by model, data and indices.
+
+    The cache file is checksummed like every cache (steering.util.cache): an altered or torn one is
+    recomputed with a warning.
+    """
     path = None
     if cache_dir is not None:
         key = f"{model_hash}_{data_hash}_{indices_hash(indices)}"
         path = Path(cache_dir) / "activations" / f"pass1_{key}.npz"
-        if path.is_file():
-            try:
-                with np.load(path) as stored:
-                    return {p: stored[p] for p in PATHWAYS}
-            except (OSError, KeyError, ValueError) as exc:
-                log.warning("recomputing unreadable cached activations %s: %s", path, exc)
-    acts = pass1_activations(model, ff, indices, batch_size=batch_size, device=device)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **acts)
-        tmp.replace(path)
+    acts, _ = load_or_build(
+        path,
+        "pass-1 activations",
+        decode=_decode_activations,
+        encode=_encode_activations,
+        build=lambda: pass1_activations(model, ff, indices, batch_size=batch_size, device=device),
+    )
     return acts
+
+
+def _decode_activations(data: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(data)) as stored:
+        return {p: stored[p] for p in PATHWAYS}
+
+
+def _encode_activations(acts: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **acts)
+    return buffer.getvalue()

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from steering.util.hashing import parts_digest
 from steering.vocab import PATHWAYS
 
 log = logging.getLogger(__name__)
@@ -76,10 +76,12 @@ class SignalSet:
 
     def fingerprint(self, length: int = 16) -> str:
         """Content hash of binning name, categories, vectors and counts (not metadata)."""
-        digest = hashlib.sha256(self.binning_name.encode())
+        return parts_digest(self._fingerprint_parts(), length)
+
+    def _fingerprint_parts(self) -> Iterator[bytes | str]:
+        yield self.binning_name
         for cat in sorted(self.vectors):
-            digest.update(cat.encode())
-            digest.update(str(int(self.counts.get(cat, 0))).encode())
+            yield cat
+            yield str(int(self.counts.get(cat, 0)))
             for pathway in PATHWAYS:
-                digest.update(np.ascontiguousarray(self.vectors[cat][pathway], dtype=np.float64).tobytes())
-        return digest.hexdigest()[:length]
+                yield np.ascontiguousarray(self.vectors[cat][pathway], dtype=np.float64).tobytes()

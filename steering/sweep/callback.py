@@ -8,15 +8,15 @@ Registered in ``conf/run.yaml`` under ``hydra.callbacks``. In a multirun it
    over HTTP instead of writing SQLite concurrently,
 4. writes ``mlflow_parent.json`` into the sweep dir; ``steering.tracking.runs.job_run`` reads it and
    nests each job's run under the parent (tags ``mlflow.parentRunId``, ``sweep_id``),
-5. at the end builds ``comparison.csv``/``comparison.md`` (and a strength-response figure when
-   strength varies) from the child runs, logs them to the parent and writes them into the sweep dir;
-   with ``confirm.enabled`` it first runs the best row once more on ``confirm.split``
-   (steering.sweep.confirmation), and it adds contrasts and steerability where they apply
-   (steering.sweep.analysis).
+5. at the end builds the sweep's report (steering.sweep.report: ``comparison.csv``/``comparison.md``,
+   a figure, contrasts and steerability where they apply) from the child runs, logs it to the parent
+   and writes it into the sweep dir; with ``confirm.enabled`` it first runs the best row once more on
+   ``confirm.split`` (steering.sweep.confirmation).
 
 Hydra 1.3's sweeper re-raises a failed job's exception after the batch, so ``on_multirun_end`` is
 never called then; an ``atexit`` hook finishes the sweep in that case, and the table still has
-every job (the failed ones marked FAILED).
+every job (the failed ones marked FAILED). The running sweep is the callback's own state
+(:class:`ActiveSweep`), never pickled to workers.
 """
 
 from __future__ import annotations
@@ -30,52 +30,41 @@ import shutil
 import socket
 import sys
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
 
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
-from hydra.core.utils import JobReturn, JobStatus  # noqa: E402
-from hydra.experimental.callback import Callback  # noqa: E402
-from mlflow.entities import Metric  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from steering.errors import TrackingError, one_line  # noqa: E402
-from steering.stats import multiplicity as mult  # noqa: E402
-from steering.sweep import confirmation as conf  # noqa: E402
-from steering.sweep import formats  # noqa: E402
-from steering.sweep import table as tbl  # noqa: E402
-from steering.sweep.analysis import write_analyses  # noqa: E402
-from steering.sweep.interrupt import end_running_children, note_unfinished, planned_jobs  # noqa: E402
-from steering.sweep.logs import route_mlflow_logging  # noqa: E402
-from steering.sweep.parent import annotate_parent  # noqa: E402
-from steering.sweep.server import LocalServer, start_server  # noqa: E402
-from steering.tracking import links as ui_links  # noqa: E402
-from steering.tracking.preflight import check_tracking  # noqa: E402
-from steering.tracking.resume import fail_dead_sweeps  # noqa: E402
-from steering.tracking.runs import PARENT_FILE, configure, process_tags, sweep_parent  # noqa: E402
+from steering.errors import TrackingError, one_line
+from steering.stats import multiplicity as mult
+from steering.sweep import confirmation as conf
+from steering.sweep import overrides
+from steering.sweep import table as tbl
+from steering.sweep.interrupt import InterruptWatch, end_running_children, note_unfinished, planned_jobs
+from steering.sweep.logs import route_mlflow_logging
+from steering.sweep.parent import annotate_parent
+from steering.sweep.report import SweepReport, terminal_view, write_report
+from steering.sweep.server import LocalServer, start_server
+from steering.tracking import links as ui_links
+from steering.tracking.preflight import check_tracking, tracking_environment
+from steering.tracking.resume import fail_dead_sweeps
+from steering.tracking.runs import PARENT_FILE, configure, process_tags, sweep_parent
 
 log = logging.getLogger(__name__)
 
 PARALLEL_LAUNCHERS = ("joblib", "submitit")
-# Process-level state: the callback object itself is pickled to joblib/submitit workers, a server handle is not.
-_ACTIVE: dict[str, Any] = {}
 
 
 def varied_keys(config: DictConfig) -> list[str]:
     """Keys swept by this multirun: command-line sweep overrides and ``hydra.sweeper.params``."""
-    keys: list[str] = []
-    task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False) or [])
-    for override in OverridesParser.create().parse_overrides(task):
-        if override.is_sweep_override():
-            keys.append(override.get_key_element().lstrip("+~"))
-    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-    keys += [str(k).lstrip("+~") for k in params]
-    return list(dict.fromkeys(keys))
+    return overrides.varied_keys(*overrides.task_and_params(config))
 
 
 def _launcher_name(config: DictConfig) -> str:
@@ -91,6 +80,90 @@ def check_launcher(config: DictConfig) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+
+
+@dataclass
+class ActiveSweep:
+    """The sweep this process launched: its parent run (``info``, as in ``mlflow_parent.json``) and settings."""
+
+    info: dict[str, Any]
+    sweep_dir: Path
+    confirm: conf.ConfirmSettings
+    bootstrap: dict[str, float | int] = field(default_factory=dict)
+    server: LocalServer | None = None
+    done: bool = False
+    interrupted: bool = False
+
+
+def _confirm_settings(config: DictConfig) -> conf.ConfirmSettings:
+    try:
+        confirm = conf.confirm_settings(config)
+    except conf.ConfirmConfigError as exc:
+        # Hydra turns a callback's Exception into a warning and runs the sweep anyway; SystemExit stops it.
+        log.error("%s", exc)
+        raise SystemExit(2) from None
+    if confirm.enabled and OmegaConf.select(config, "data.eval_split") == confirm.split:
+        log.warning("the sweep is evaluated on %s, the confirmation split: it confirms nothing", confirm.split)
+    if confirm.enabled and "submitit" in _launcher_name(config):
+        log.warning("confirmation runs at the end of the sweep in this process (the submit host), not as a job")
+    return confirm
+
+
+def _bootstrap(config: DictConfig) -> dict[str, float | int]:
+    metrics = config.get("metrics") or {}
+    return {
+        "resamples": int(metrics.get("bootstrap_resamples", 2000)),
+        "confidence": float(metrics.get("confidence", 0.95)),
+        "seed": int(metrics.get("seed", 0)),
+    }
+
+
+def _open_store(backend_uri: str, experiment: str, resume: bool) -> tuple[str, MlflowClient]:
+    """The store and experiment exist before any job; a store that cannot be used stops the sweep."""
+    try:
+        check_tracking(backend_uri)
+    except TrackingError as exc:  # Hydra would only warn about a failing callback and run every job
+        print(one_line(exc), file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    experiment_id = configure(backend_uri, experiment)
+    client = MlflowClient(backend_uri)
+    if resume:
+        fail_dead_sweeps(client, experiment_id)
+    return experiment_id, client
+
+
+def _open_parent(config: DictConfig, sweep_dir: Path) -> dict[str, Any]:
+    """Create the parent run; returns what the jobs need to nest under it (``mlflow_parent.json``)."""
+    backend_uri = str(config.tracking.uri)
+    experiment = str(config.tracking.experiment)
+    experiment_id, client = _open_store(backend_uri, experiment, bool(OmegaConf.select(config, "resume")))
+    sweep_id = f"{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    preset = OmegaConf.select(config, "hydra.runtime.choices.experiment")
+    task, params = overrides.task_and_params(config)
+    varied = overrides.varied_keys(task, params)
+    tags = {
+        tbl.TAG_SWEEP_ID: sweep_id,
+        tbl.TAG_ROLE: "parent",
+        tbl.TAG_VARIED: json.dumps(varied),
+        "sweep_dir": str(sweep_dir.resolve()),
+        "sweep_command_overrides": json.dumps(task)[:5000],
+        "sweep_launcher": _launcher_name(config) or "basic",
+        **process_tags(),
+    }
+    if preset:
+        tags[tbl.TAG_PRESET] = str(preset)
+    parent = client.create_run(experiment_id, run_name=f"sweep-{preset or 'multirun'}-{sweep_id}", tags=tags)
+    return {
+        "run_id": parent.info.run_id,
+        "sweep_id": sweep_id,
+        "tracking_uri": backend_uri,
+        "backend_uri": backend_uri,
+        "experiment_id": experiment_id,
+        "experiment": experiment,
+        "varied": varied,
+        "planned_jobs": planned_jobs(config),
+        "preset": str(preset) if preset else None,
+    }
 
 
 class MlflowSweepCallback(Callback):
@@ -110,81 +183,35 @@ class MlflowSweepCallback(Callback):
         self.advertise_host = advertise_host
         self.server_timeout = server_timeout
 
+    def __getstate__(self) -> dict[str, Any]:  # pickled to joblib/submitit workers without the live sweep
+        return {k: v for k, v in self.__dict__.items() if k not in ("_sweep", "_watch")}
+
     # -- sweep start -------------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_launcher(config)
         route_mlflow_logging()
+        tracking_environment()
         if not HydraConfig.initialized():
             HydraConfig.instance().set_config(config)
-        try:
-            confirm = conf.confirm_settings(config)
-        except conf.ConfirmConfigError as exc:
-            # Hydra turns a callback's Exception into a warning and runs the sweep anyway; SystemExit stops it.
-            log.error("%s", exc)
-            raise SystemExit(2) from None
-        if confirm.enabled and OmegaConf.select(config, "data.eval_split") == confirm.split:
-            log.warning("the sweep is evaluated on %s, the confirmation split: it confirms nothing", confirm.split)
-        if confirm.enabled and "submitit" in _launcher_name(config):
-            log.warning("confirmation runs at the end of the sweep in this process (the submit host), not as a job")
+        confirm = _confirm_settings(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        backend_uri = str(config.tracking.uri)
-        experiment = str(config.tracking.experiment)
-        try:
-            check_tracking(backend_uri)
-        except TrackingError as exc:  # Hydra would only warn about a failing callback and run every job
-            print(one_line(exc), file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
-        experiment_id = configure(backend_uri, experiment)  # the store and experiment exist before any job
-        client = MlflowClient(backend_uri)
-        if OmegaConf.select(config, "resume"):
-            fail_dead_sweeps(client, experiment_id)
-        sweep_id = f"{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-        preset = OmegaConf.select(config, "hydra.runtime.choices.experiment")
-        varied = varied_keys(config)
-        task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False) or [])
-        tags = {
-            tbl.TAG_SWEEP_ID: sweep_id,
-            tbl.TAG_ROLE: "parent",
-            tbl.TAG_VARIED: json.dumps(varied),
-            "sweep_dir": str(sweep_dir.resolve()),
-            "sweep_command_overrides": json.dumps(task)[:5000],
-            "sweep_launcher": _launcher_name(config) or "basic",
-            **process_tags(),
-        }
-        if preset:
-            tags[tbl.TAG_PRESET] = str(preset)
-        parent = client.create_run(experiment_id, run_name=f"sweep-{preset or 'multirun'}-{sweep_id}", tags=tags)
-        info = {
-            "run_id": parent.info.run_id,
-            "sweep_id": sweep_id,
-            "tracking_uri": backend_uri,
-            "backend_uri": backend_uri,
-            "experiment_id": experiment_id,
-            "experiment": experiment,
-            "varied": varied,
-            "planned_jobs": planned_jobs(config),
-            "preset": str(preset) if preset else None,
-        }
-        metrics = config.get("metrics") or {}
-        bootstrap = {
-            "resamples": int(metrics.get("bootstrap_resamples", 2000)),
-            "confidence": float(metrics.get("confidence", 0.95)),
-            "seed": int(metrics.get("seed", 0)),
-        }
-        # Registered before the server starts, so an interrupt while it starts still closes the parent.
-        _ACTIVE.update(info=info, sweep_dir=sweep_dir, server=None, done=False, confirm=confirm, bootstrap=bootstrap)
-        atexit.register(_finish_at_exit)
-        server = self._maybe_start_server(config, backend_uri, sweep_dir)
+        info = _open_parent(config, sweep_dir)
+        # Held before the server starts, so an interrupt while it starts still closes the parent.
+        self._sweep = ActiveSweep(info, sweep_dir, confirm, _bootstrap(config))
+        self._watch = InterruptWatch(self.mark_interrupted)
+        self._watch.install()
+        atexit.register(self._finish_at_exit)
+        server = self._maybe_start_server(config, info["backend_uri"], sweep_dir)
         if server is not None:
             # MLflow would print each run's link on the temporary server, which is gone after the sweep;
             # the jobs' summaries print links to the store that stays instead (workers inherit this).
             os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-        info["tracking_uri"] = server.uri if server else backend_uri
-        _ACTIVE["server"] = server
+        info["tracking_uri"] = server.uri if server else info["backend_uri"]
+        self._sweep.server = server
         (sweep_dir / PARENT_FILE).write_text(json.dumps(info, indent=2))
         via = f" (jobs log through the temporary server {server.uri})" if server else ""
-        log.info("sweep %s: parent run %s in %s%s", sweep_id, parent.info.run_id, backend_uri, via)
+        log.info("sweep %s: parent run %s in %s%s", info["sweep_id"], info["run_id"], info["backend_uri"], via)
 
     def _maybe_start_server(self, config: DictConfig, backend_uri: str, sweep_dir: Path) -> LocalServer | None:
         launcher = _launcher_name(config)
@@ -215,7 +242,30 @@ class MlflowSweepCallback(Callback):
 
     # -- sweep end ---------------------------------------------------------------------------------
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        finish_sweep()
+        self.finish_sweep()
+
+    def mark_interrupted(self) -> None:
+        """Ctrl-C or SIGTERM ended the sweep: its parent ends KILLED, not FINISHED."""
+        sweep = getattr(self, "_sweep", None)
+        if sweep is not None:
+            sweep.interrupted = True
+
+    def finish_sweep(self) -> Path | None:
+        """Finish the sweep this callback started (once): see :func:`finish_sweep`."""
+        sweep = getattr(self, "_sweep", None)
+        if sweep is None or sweep.done:
+            return None
+        sweep.done = True
+        watch = getattr(self, "_watch", None)
+        if watch is not None:
+            watch.remove()
+        return finish_sweep(sweep)
+
+    def _finish_at_exit(self) -> None:
+        try:
+            self.finish_sweep()
+        except Exception:
+            log.exception("could not finish the sweep")
 
 
 def _record_failed_job(config: DictConfig, job_return: JobReturn) -> None:
@@ -232,8 +282,8 @@ def _record_failed_job(config: DictConfig, job_return: JobReturn) -> None:
     if existing:
         run_id = existing[0].info.run_id
     else:
-        overrides = list(config.hydra.overrides.task)
-        values = tbl.override_values(overrides)
+        task = list(config.hydra.overrides.task)
+        values = overrides.override_values(task)
         name = "failed-" + "-".join(f"{k}={values[k]}" for k in parent.get("varied", []) if k in values)[:200]
         run = client.create_run(
             parent["experiment_id"],
@@ -242,7 +292,7 @@ def _record_failed_job(config: DictConfig, job_return: JobReturn) -> None:
                 "mlflow.parentRunId": parent["run_id"],
                 tbl.TAG_SWEEP_ID: parent["sweep_id"],
                 tbl.TAG_JOB: num,
-                tbl.TAG_OVERRIDES: json.dumps(overrides),
+                tbl.TAG_OVERRIDES: json.dumps(task),
             },
         )
         run_id = run.info.run_id
@@ -250,64 +300,44 @@ def _record_failed_job(config: DictConfig, job_return: JobReturn) -> None:
     client.set_tag(run_id, "sweep_error", message)
 
 
-def finish_sweep() -> Path | None:
-    """Stop the server, confirm the best row (if enabled), build the comparison and the analyses from the
-    child runs, attach them to the parent, close the parent."""
-    if not _ACTIVE or _ACTIVE.get("done"):
-        return None
-    _ACTIVE["done"] = True
-    server: LocalServer | None = _ACTIVE.get("server")
-    if server is not None:
-        server.stop()
-    info, sweep_dir = _ACTIVE["info"], _ACTIVE["sweep_dir"]
+def finish_sweep(sweep: ActiveSweep) -> Path:
+    """Stop the server, confirm the best row (if enabled), write the sweep's report from the child runs,
+    attach it to the parent, close the parent."""
+    if sweep.server is not None:
+        sweep.server.stop()
+    info, sweep_dir, interrupted = sweep.info, sweep.sweep_dir, sweep.interrupted
     client = MlflowClient(info["backend_uri"])
-    interrupted = bool(_ACTIVE.get("interrupted"))
     status = "KILLED" if interrupted else "FAILED"
     try:
         end_running_children(client, info["experiment_id"], info["run_id"])
         runs = tbl.find_sweep(client, info["sweep_id"], [info["experiment_id"]])
         table = tbl.comparison_table(runs.children, info["varied"])
-        settings: conf.ConfirmSettings = _ACTIVE.get("confirm") or conf.ConfirmSettings()
-        paths: list[Path] = []
-        if settings.enabled and not interrupted:  # an interrupted sweep selects nothing to confirm
-            paths += _confirm(client, info, sweep_dir, table, runs.children, settings)
+        confirmed: list[Path] = []
+        if sweep.confirm.enabled and not interrupted:  # an interrupted sweep selects nothing to confirm
+            confirmed = _confirm(client, info, sweep_dir, table, runs.children, sweep.confirm)
             runs = tbl.find_sweep(client, info["sweep_id"], [info["experiment_id"]])
-        analyses = write_analyses(client, table, sweep_dir, _ACTIVE.get("bootstrap") or {})
-        notes = conf.selection_notes(runs.children, len(table))
-        fixed = tbl.fixed_choices(runs.children)
-        paths = (
-            tbl.write_outputs(
-                table,
-                info["sweep_id"],
-                sweep_dir,
-                notes,
-                analyses.sections,
-                preset=info.get("preset"),
-                varied=info["varied"],
-                fixed=fixed,
-            )
-            + paths
+        report = write_report(
+            client,
+            runs,
+            sweep_dir,
+            varied=info["varied"],
+            bootstrap=sweep.bootstrap,
+            preset=info.get("preset"),
+            table=table,
         )
         never = note_unfinished(sweep_dir / "comparison.md", info.get("planned_jobs"), len(table), interrupted)
-        for path in paths + analyses.paths:
+        for path in report.paths + confirmed + report.analyses.paths:
             client.log_artifact(info["run_id"], str(path))
-        annotate_parent(client, info["run_id"], runs, table, info["sweep_id"])
-        finished = int((table["status"] == "FINISHED").sum())
-        for name, value in analyses.metrics.items():  # n_jobs, n_failed, best Δr: annotate_parent
-            client.log_metric(info["run_id"], name, value)
-        _log_adjusted(client, info["run_id"], table)
-        if never is not None:
-            client.log_metric(info["run_id"], "n_not_run", never)
+        finished = _annotate(client, info, report, never)
         if not interrupted:
             status = "FINISHED" if finished else "FAILED"
-        choices = [c for c in tbl.choice_columns(table) if table[c].nunique(dropna=False) > 1]
         log.info(
             "sweep %s: %d/%d jobs finished; full table and figure in %s\n%s\n%s",
             info["sweep_id"],
             finished,
             len(table),
             sweep_dir,
-            formats.terminal_view(table, choices, 100),
+            terminal_view(table),
             ui_links.how_to_open(info["backend_uri"], str(info["experiment_id"]), info["run_id"]),
         )
     finally:
@@ -315,10 +345,16 @@ def finish_sweep() -> Path | None:
     return sweep_dir / "comparison.csv"
 
 
-def mark_interrupted() -> None:
-    """Ctrl-C or SIGTERM ended the sweep: its parent ends KILLED, not FINISHED."""
-    if _ACTIVE:
-        _ACTIVE["interrupted"] = True
+def _annotate(client: MlflowClient, info: dict[str, Any], report: SweepReport, never: int | None) -> int:
+    """The parent's summary (tags, metrics, adjusted p values on each child); returns the finished jobs."""
+    table = report.table
+    annotate_parent(client, info["run_id"], report.runs, table, info["sweep_id"])
+    for name, value in report.analyses.metrics.items():  # n_jobs, n_failed, best Δr: annotate_parent
+        client.log_metric(info["run_id"], name, value)
+    _log_adjusted(client, info["run_id"], table)
+    if never is not None:
+        client.log_metric(info["run_id"], "n_not_run", never)
+    return int((table["status"] == "FINISHED").sum())
 
 
 def _log_adjusted(client: MlflowClient, parent_id: str, table: Any) -> None:
@@ -359,10 +395,3 @@ def _confirm(
         client.log_metric(info["run_id"], f"confirmed_dr_{record.target}", float(record.confirmed_dr))
     log.info("confirmation of job %s on %s: run %s, %s", row.get("job"), settings.split, done.run_id, done.path)
     return [done.path]
-
-
-def _finish_at_exit() -> None:
-    try:
-        finish_sweep()
-    except Exception:
-        log.exception("could not finish the sweep")

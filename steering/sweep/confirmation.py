@@ -36,7 +36,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from steering.config.schema import RunConfig
-from steering.sweep.table import override_values
+from steering.sweep.overrides import override_values
 from steering.tracking.runs import PARENT_FILE
 from steering.vocab import SPLITS, TARGETS
 

@@ -2,15 +2,56 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
+import os
+import signal
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from steering.sweep import overrides
+
 log = logging.getLogger(__name__)
+
+
+class InterruptWatch:
+    """Notices Ctrl-C and SIGTERM while a sweep runs, then lets the previous handler act as before.
+
+    The sweep's owner (the callback) installs it at the sweep's start and removes it at the end, so
+    an interrupted sweep is known to be interrupted when it is finished (its parent ends KILLED).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, on_interrupt: Callable[[], None]) -> None:
+        self.on_interrupt = on_interrupt
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        for sig in self.SIGNALS:
+            with contextlib.suppress(ValueError):  # not the main thread: nothing to watch
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def remove(self) -> None:
+        for sig, previous in self._previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, previous)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        previous = self._previous.get(signum, signal.SIG_DFL)
+        if previous == signal.SIG_IGN:
+            return
+        self.on_interrupt()
+        if callable(previous):
+            previous(signum, frame)
+            return
+        signal.signal(signum, signal.SIG_DFL)  # the default action (end the process), as before
+        os.kill(os.getpid(), signum)
 
 
 def planned_jobs(config: DictConfig) -> int | None:
@@ -18,18 +59,7 @@ def planned_jobs(config: DictConfig) -> int | None:
     sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_") or "")
     if not sweeper.endswith("BasicSweeper"):
         return None
-    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-    task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False) or [])
-    overrides = [f"{k}={v}" for k, v in params.items()] + task
-    sizes: dict[str, int] = {}
-    for override in OverridesParser.create().parse_overrides(overrides):
-        if override.is_sweep_override():
-            if not override.is_discrete_sweep():
-                return None
-            sizes[override.get_key_element()] = len(list(override.sweep_string_iterator()))
-        else:
-            sizes[override.get_key_element()] = 1
-    return math.prod(sizes.values()) if sizes else 1
+    return overrides.planned_jobs(*overrides.task_and_params(config))
 
 
 def end_running_children(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str = "KILLED") -> int:

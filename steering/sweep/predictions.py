@@ -7,17 +7,14 @@ their Δr is the mean over draws, so :func:`steered_draws` returns every draw (o
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per child run is noise
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
 
 from steering.vocab import TARGETS  # noqa: E402
 

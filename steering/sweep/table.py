@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from steering.stats import multiplicity
 from steering.sweep import formats
 from steering.sweep.columns import CORE_CHOICES, RUN_METRICS, choice_columns, metric_columns, table_columns
+from steering.sweep.overrides import override_values
 from steering.vocab import TARGETS
 
 log = logging.getLogger(__name__)
@@ -139,16 +140,6 @@ def _job_num(run: Run) -> int:
         return int(run.data.tags.get(TAG_JOB, 10**9))
     except ValueError:
         return 10**9
-
-
-def override_values(overrides: Iterable[str]) -> dict[str, str]:
-    """``["+approach=x", "strength=1"]`` -> ``{"approach": "x", "strength": "1"}``."""
-    values = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if sep:
-            values[key.lstrip("+~")] = value
-    return values
 
 
 def choice_value(run: Run, key: str) -> str | None:

@@ -18,7 +18,7 @@ import torch
 
 from steering.assets.resolve import resolve_inputs
 from steering.assets.validation import check_input_paths, check_run_inputs, check_run_options
-from steering.data import FeatureFile, file_hash, split_indices
+from steering.data import FeatureFile, file_hash, same_feature_file, split_indices
 from steering.data.binning import Binning
 from steering.engine import SteeringSpec, select_connections
 from steering.engine.categories import category_mode
@@ -261,7 +261,7 @@ def _tag_signals(signals: SignalSet, data_hash: str, eval_idx: np.ndarray) -> bo
 def _leakage(provenance: dict, data_hash: str, eval_idx: np.ndarray) -> tuple[bool, bool]:
     """(leakage, signals from another feature file): indices only mean something for the same file."""
     recorded = str(provenance.get("data_hash") or "")
-    foreign = bool(recorded) and not (recorded.startswith(data_hash) or data_hash.startswith(recorded))
+    foreign = not same_feature_file(recorded, data_hash)
     if foreign:
         log.warning(
             "the signals were extracted from another feature file (data hash %s, this file %s): "

@@ -8,13 +8,14 @@ store, which two jobs starting at once would otherwise race on.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+from filelock import FileLock
 
 from steering.errors import TrackingError
 
@@ -26,12 +27,24 @@ HTTP_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
 }
 PREFLIGHT_TIMEOUT = 8.0
+#: Set by the apps for themselves and their workers (the user's environment wins): no telemetry
+#: calls from our runs, and no upload bar per child run (noise in a sweep's log).
+PROCESS_ENV_DEFAULTS = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def bound_http_retries() -> None:
     """Set MLflow's HTTP retry/timeout variables for this process and its children, unless set."""
     for key, value in HTTP_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+def tracking_environment() -> None:
+    """The MLflow environment of our apps, unless the user set it: bounded HTTP retries, no telemetry,
+    no per-run upload bar. Called by the apps before MLflow is first imported (telemetry is decided
+    at import) and again when a store is configured; idempotent."""
+    for key, value in PROCESS_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    bound_http_retries()
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -112,9 +125,5 @@ def store_lock(uri: str) -> Iterator[None]:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(_lock_path(path), "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with FileLock(_lock_path(path)):
+        yield

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from steering.errors import TrackingError
+from steering.util.files import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +27,6 @@ METRICS_FILE = "metrics.json"
 TABLES = ("predictions.csv", "per_category.csv")
 CONFIG_FILE = "config.yaml"
 PENDING = "pending"
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def write_results(
@@ -47,15 +41,16 @@ def write_results(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     plain = {k: (float(v) if v is not None and math.isfinite(float(v)) else None) for k, v in metrics.items()}
-    _atomic_text(directory / METRICS_FILE, json.dumps(plain, indent=1, sort_keys=True))
+    atomic_write_text(directory / METRICS_FILE, json.dumps(plain, indent=1, sort_keys=True))
     for name, frame in tables.items():
-        tmp = directory / f"{name}.{os.getpid()}.tmp"
-        frame.to_csv(tmp, index=False)
-        tmp.replace(directory / name)
-    _atomic_text(directory / CONFIG_FILE, config_yaml)
+        with atomic_path(directory / name) as tmp:
+            frame.to_csv(tmp, index=False)
+    atomic_write_text(directory / CONFIG_FILE, config_yaml)
     for name, text in (extra_files or {}).items():
-        _atomic_text(directory / name, text)
-    _atomic_text(directory / RUN_FILE, json.dumps({**run, "status": "computed", "files": sorted(tables)}, indent=1))
+        atomic_write_text(directory / name, text)
+    atomic_write_text(
+        directory / RUN_FILE, json.dumps({**run, "status": "computed", "files": sorted(tables)}, indent=1)
+    )
     log.info("results written to %s", directory)
     return directory
 
@@ -70,7 +65,7 @@ def read_run_info(directory: str | Path) -> dict[str, Any]:
 def mark_logged(directory: str | Path, run_id: str) -> None:
     info = read_run_info(directory)
     info.update(status="logged", run_id=run_id)
-    _atomic_text(Path(directory) / RUN_FILE, json.dumps(info, indent=1))
+    atomic_write_text(Path(directory) / RUN_FILE, json.dumps(info, indent=1))
 
 
 def artifact_files(directory: str | Path) -> list[Path]:
@@ -100,7 +95,7 @@ def record_pending(cache_dir: str | Path | None, config_hash: str, directory: st
         return None
     path = Path(cache_dir) / PENDING / f"{config_hash}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_text(path, json.dumps({"directory": str(Path(directory).resolve())}))
+    atomic_write_text(path, json.dumps({"directory": str(Path(directory).resolve())}))
     return path
 
 

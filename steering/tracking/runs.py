@@ -12,16 +12,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+import mlflow
+import yaml
 
-from steering.tracking.preflight import bound_http_retries, store_lock  # noqa: E402
-
-bound_http_retries()
-
-import mlflow  # noqa: E402
-import yaml  # noqa: E402
-
-from steering.util.hashing import flatten, plain  # noqa: E402
+from steering.tracking.preflight import store_lock, tracking_environment
+from steering.util.hashing import flatten, plain
 
 if TYPE_CHECKING:
     from steering.config.schema import RunConfig
@@ -64,6 +59,7 @@ def configure(uri: str, experiment: str) -> str:
     from steering.sweep.logs import route_mlflow_logging
 
     route_mlflow_logging()  # MLflow's messages in Hydra's format (and the job's log file)
+    tracking_environment()  # bounded HTTP retries for this process and its workers
     mlflow.set_tracking_uri(uri)
     with store_lock(uri):  # two jobs creating a fresh SQLite store at once would race
         exp = mlflow.set_experiment(experiment)

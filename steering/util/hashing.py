@@ -1,31 +1,63 @@
-"""Configuration hashes, pure: no MLflow, no Hydra, so the engine can key its caches with them.
+"""Content and configuration hashes: every cache key, file checksum and config digest of the project.
 
-A run's config hash (tag ``config_hash``) is what ``resume=true`` looks runs up by, so its digest
-must not change for the same configuration: the typed config is flattened to dotted keys exactly as
-the resolved YAML config is, the volatile keys are dropped and the rest is hashed with the input
-files' content hashes.
+Pure functions (no I/O except reading the file being hashed), so a key means the same thing
+wherever it is computed. All are SHA-256, hex, truncated where a short key suffices.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-#: Keys that say where or how fast a run happens, not what it computes (``confirm`` acts after the sweep).
-VOLATILE_KEYS = (
-    "tracking",
-    "cache",
-    "demo.cache_dir",
-    "demo.workers",
-    "demo.progress",
-    "resume",
-    "threads",
-    "device",
-    "confirm",
-)
+import numpy as np
+
+#: Config keys that say where or how fast a run happens, not what it computes (``confirm`` acts after the sweep).
+VOLATILE_KEYS = ("tracking", "cache", "demo.cache_dir", "demo.workers", "demo.progress", "resume", "threads", "device")
+VOLATILE_KEYS += ("confirm",)
+
+
+def bytes_digest(data: bytes, length: int | None = None) -> str:
+    """SHA-256 of ``data`` (hex, truncated to ``length`` characters when given)."""
+    return hashlib.sha256(data).hexdigest()[:length]
+
+
+def parts_digest(parts: Iterable[bytes | str], length: int | None = None) -> str:
+    """SHA-256 of the concatenated ``parts`` (str as UTF-8), without joining them in memory first."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+    return digest.hexdigest()[:length]
+
+
+def json_digest(obj: Any, length: int | None = None) -> str:
+    """SHA-256 of ``obj`` as sorted-key JSON (non-JSON values as ``str``): the form of every cache key."""
+    return bytes_digest(json.dumps(obj, sort_keys=True, default=str).encode(), length)
+
+
+def indices_digest(indices: Any, length: int = 16) -> str:
+    """Content hash of an index array (order kept): what a cache keyed on "these clips" must use."""
+    return bytes_digest(np.ascontiguousarray(indices, dtype=np.int64).tobytes(), length)
+
+
+def file_digest(path: str | Path, length: int | None = None) -> str:
+    """SHA-256 of a file's bytes; remembered per process while the file is unchanged (same size and
+    mtime), so the jobs of a sweep do not re-read a large feature file each."""
+    stat = Path(path).stat()
+    return _file_digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)[:length]
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, _size: int, _mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -40,26 +72,34 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _plain(value: Any) -> Any:
+    """Plain containers of a dataclass or mapping (values untouched), so both hash alike."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def config_hash(config: Mapping[str, Any] | Any, *content_hashes: str, exclude: tuple[str, ...] = ()) -> str:
+    """Hash of what a run computes: the resolved config without volatile keys, plus input file hashes.
+
+    ``config`` is a plain (resolved) mapping or a dataclass; ``exclude`` leaves out further keys
+    (and their children), e.g. ``strength`` for sibling reuse.
+    """
+    resolved = flatten(_plain(config))
+    dropped = (*VOLATILE_KEYS, *exclude)
+    kept = {k: v for k, v in resolved.items() if not any(k == d or k.startswith(d + ".") for d in dropped)}
+    return json_digest([kept, list(content_hashes)], 20)
+
+
 def plain(config: Any) -> dict[str, Any]:
     """A typed config (dataclass instance) or a mapping as nested plain dicts."""
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return dataclasses.asdict(config)
-    return dict(config)
-
-
-def config_hash(config: Any, *content_hashes: str, exclude: tuple[str, ...] = ()) -> str:
-    """Hash of what a run computes: the config without volatile keys, plus input file hashes.
-
-    ``config``: the typed run config (or its plain nested dict). ``exclude`` leaves out further
-    keys (and their children), e.g. ``strength`` for sibling reuse.
-    """
-    dropped = (*VOLATILE_KEYS, *exclude)
-    flat = flatten(plain(config))
-    kept = {k: v for k, v in flat.items() if not any(k == d or k.startswith(d + ".") for d in dropped)}
-    payload = json.dumps([kept, list(content_hashes)], sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+    return _plain(config)
 
 
 def parts_hash(*parts: str, length: int = 20) -> str:
     """Hash of a sequence of strings (e.g. a key and the content hashes it is combined with)."""
-    return hashlib.sha256(json.dumps(list(parts)).encode()).hexdigest()[:length]
+    return json_digest(list(parts), length)

@@ -1,0 +1,133 @@
+"""The end-of-sweep report: one pipeline for the sweep callback and ``steering-report``.
+
+From a sweep's runs it builds the comparison table (with its multiplicity columns), the analyses
+that apply (contrasts, steerability, their figures), the confirmation notes, ``comparison.csv`` /
+``comparison.md`` with a figure, and the terminal view. The callback runs it when a sweep ends
+(and annotates the parent run); ``python -m steering.report`` runs it again at any time later,
+so a rebuilt report is the same report.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from steering.sweep import confirmation as conf
+from steering.sweep import formats
+from steering.sweep import table as tbl
+from steering.sweep.analysis import Analyses, write_analyses
+from steering.sweep.contrasts import bootstrap_settings
+
+log = logging.getLogger(__name__)
+
+TERMINAL_WIDTH = 100
+
+
+@dataclass
+class SweepReport:
+    """What :func:`write_report` built: the runs and table, the analyses, every file written."""
+
+    runs: tbl.SweepRuns
+    table: pd.DataFrame
+    analyses: Analyses
+    paths: list[Path] = field(default_factory=list)
+
+
+def write_report(
+    client: MlflowClient,
+    runs: tbl.SweepRuns,
+    out_dir: str | Path,
+    *,
+    varied: Sequence[str],
+    bootstrap: Mapping[str, float | int],
+    preset: str | None = None,
+    table: pd.DataFrame | None = None,
+) -> SweepReport:
+    """Table, analyses, notes, comparison.csv/.md and figure of a sweep into ``out_dir``.
+
+    ``table``: the comparison table when the caller already built it (the callback chooses the row
+    to confirm from it before the confirmation run joins the sweep's runs).
+    """
+    if table is None:
+        table = tbl.comparison_table(runs.children, list(varied))
+    analyses = write_analyses(client, table, out_dir, bootstrap)
+    notes = conf.selection_notes(runs.children, len(table))
+    fixed = tbl.fixed_choices(runs.children)
+    paths = tbl.write_outputs(
+        table, runs.sweep_id, out_dir, notes, analyses.sections, preset=preset, varied=list(varied), fixed=fixed
+    )
+    return SweepReport(runs, table, analyses, paths)
+
+
+def terminal_view(table: pd.DataFrame, width: int = TERMINAL_WIDTH) -> str:
+    """The table's varying choices and main metrics, fitted to ``width`` columns."""
+    choices = [c for c in tbl.choice_columns(table) if table[c].nunique(dropna=False) > 1]
+    return formats.terminal_view(table, choices, width)
+
+
+def terminal_summary(table: pd.DataFrame, sweep_id: str) -> str:
+    """The Markdown document's heading lines and a table that fits the terminal."""
+    head = tbl.describe(table, sweep_id).split("\n\n| ")[0]
+    return f"{head}\n\n{terminal_view(table)}"
+
+
+def sweep_table(client: MlflowClient, sweep_id: str) -> tuple[tbl.SweepRuns, pd.DataFrame]:
+    """A stored sweep's runs and comparison table."""
+    runs = tbl.find_sweep(client, sweep_id)
+    return runs, tbl.comparison_table(runs.children, runs.varied)
+
+
+@dataclass
+class Rebuilt:
+    """A report rebuilt from the tracking store: the table, the files, and what to print."""
+
+    table: pd.DataFrame
+    paths: list[Path]
+    text: str
+
+
+def report_sweep(client: MlflowClient, sweep_id: str, out: Path, log_to_parent: bool = False) -> Rebuilt:
+    """Rebuild comparison.csv/.md, the figure, the analyses and confirmation.csv of a stored sweep
+    into ``out/<sweep_id>`` (and attach them to the parent run under ``report/``)."""
+    runs = tbl.find_sweep(client, sweep_id)
+    finished = [r for r in runs.children if r.info.status == "FINISHED"]
+    bootstrap = bootstrap_settings(finished[0].data.params if finished else {})
+    preset = runs.parent.data.tags.get(tbl.TAG_PRESET) if runs.parent is not None else None
+    report = write_report(client, runs, out / sweep_id, varied=runs.varied, bootstrap=bootstrap, preset=preset)
+    paths = report.paths + report.analyses.paths
+    confirmation = conf.rebuild_confirmation(runs.children, report.table, runs.varied)
+    if confirmation is not None:
+        confirmation.to_csv(out / sweep_id / "confirmation.csv", index=False)
+        paths.append(out / sweep_id / "confirmation.csv")
+    if log_to_parent and runs.parent is not None:
+        for path in paths:
+            client.log_artifact(runs.parent.info.run_id, str(path), "report")
+    text = f"{terminal_summary(report.table, sweep_id)}\n\nfull table, figure and analyses: "
+    return Rebuilt(report.table, paths, text + ", ".join(str(p) for p in paths))
+
+
+def report_compare(client: MlflowClient, first: str, second: str, out: Path) -> Rebuilt:
+    """Δr differences (second minus first) for configurations that both sweeps ran."""
+    comparison = tbl.compare_runs(tbl.find_sweep(client, first), tbl.find_sweep(client, second))
+    diff = comparison.table
+    target = out / f"compare_{first}_vs_{second}"
+    target.mkdir(parents=True, exist_ok=True)
+    diff.to_csv(target / "comparison_diff.csv", index=False)
+    header = comparison.header(first, second)
+    (target / "comparison_diff.md").write_text(f"{header}\n\n{tbl.to_markdown(diff)}")
+    columns = [*comparison.keys]
+    names = [*comparison.keys]
+    for t in tbl.TARGETS:
+        columns += [f"dr_{t}_a", f"dr_{t}_b", f"diff_dr_{t}"]
+        names += [f"Δr {t[:3]} A", f"Δr {t[:3]} B", f"B−A {t[:3]}"]
+    text = (
+        f"{header}\nA = {first}, B = {second}\n\n{formats.text_table(diff, columns, TERMINAL_WIDTH, names)}\n"
+        f"\nfull table (with p values and both run ids): {target / 'comparison_diff.csv'}, comparison_diff.md"
+    )
+    paths = [target / "comparison_diff.csv", target / "comparison_diff.md"]
+    return Rebuilt(diff, paths, text)
