@@ -12,7 +12,6 @@ from steering.engine import store
 from steering.engine.core import SharedPass
 from steering.engine.store import SharedPassStore, shared_key
 from steering.signals import SignalSet, cached_signals
-from tests.test_demo import TINY_ARCH, tiny_demo
 
 
 def _shared(value: float) -> SharedPass:
@@ -82,16 +81,16 @@ def test_altered_cached_signals_are_rebuilt(tmp_path, caplog):
     assert signals.vectors["positive_moderate"]["valence"][0] == 0.5
 
 
-def test_altered_demo_features_and_model_are_rebuilt(tmp_path, monkeypatch, caplog):
+def test_altered_demo_features_and_model_are_rebuilt(tmp_path, monkeypatch, caplog, tiny_arch, tiny_demo):
     from steering.demo import ensure_demo
 
     monkeypatch.setenv("STEERING_CACHE_DIR", str(tmp_path / "cache"))
-    assets = ensure_demo(tiny_demo(tmp_path), TINY_ARCH)
+    assets = ensure_demo(tiny_demo(tmp_path), tiny_arch)
     model_bytes = assets.checkpoint.read_bytes()
     with open(assets.checkpoint, "r+b") as fh:  # flip bytes inside the checkpoint
         fh.seek(len(model_bytes) // 2)
         fh.write(b"\x00" * 64)
-    rebuilt = ensure_demo(tiny_demo(tmp_path), TINY_ARCH)
+    rebuilt = ensure_demo(tiny_demo(tmp_path), tiny_arch)
     assert "demo model" in caplog.text and "does not match its checksum" in caplog.text
     from steering import load_model
 
@@ -100,5 +99,5 @@ def test_altered_demo_features_and_model_are_rebuilt(tmp_path, monkeypatch, capl
     with open(assets.features, "r+b") as fh:
         fh.seek(assets.features.stat().st_size - 128)
         fh.write(b"\x01" * 64)
-    ensure_demo(tiny_demo(tmp_path), TINY_ARCH)
+    ensure_demo(tiny_demo(tmp_path), tiny_arch)
     assert "synthetic features" in caplog.text and "does not match its checksum" in caplog.text
