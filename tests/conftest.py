@@ -1,6 +1,6 @@
 """The one test scaffold: tiny models, reference-layout checkpoints, feature files, composed configs and sweeps.
 
-Test modules take these as fixtures and never import from one another (tests/test_layout.py checks it).
+Test modules take these as fixtures and never import from one another (tests/test_conventions.py checks it).
 Factories are session-scoped fixtures that return plain callables, so module-scoped fixtures (a sweep
 built once per module) can use them too.
 """
