@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from steering.data import FeatureFile, split_indices
+from steering.data import FeatureFile, split_indices, write_feature_file
 from steering.data.binning import Binning
 from steering.engine.assign import GaussianReference, assign_draws, assign_signals, shuffled_labels
-from steering.evaluation import _warn_dominant
 from steering.stats.metrics import pearson
 from steering.tracking.job import evaluate
 
@@ -166,15 +165,20 @@ def test_predicted_category_source_selects_the_prediction(assets, compose_run):
     assert list(predicted_categories(pass1, binning, first, base)) == ["positive_moderate", "negative_moderate"]
 
 
-def test_a_category_taking_most_clips_is_warned_about(caplog):
-    with caplog.at_level(logging.WARNING, logger="steering.evaluation"):
-        _warn_dominant("predicted", np.array(["n"] * 95 + ["h"] * 5, dtype=object))
-    assert "n takes 95%" in caplog.text
+def test_a_category_taking_most_clips_is_warned_about(assets, compose_run, make_feature_arrays, caplog):
+    # Ratings that vary but all fall in 9bin's neutral_moderate cell: every evaluated clip gets that category.
+    feats, _, _, names = make_feature_arrays(n=120, frames=32, seed=5)
+    rng = np.random.default_rng(0)
+    valence, arousal = (rng.uniform(-0.25, 0.25, len(names)).astype(np.float32) for _ in range(2))
+    neutral = write_feature_file(assets["tmp"] / "neutral.h5", feats, valence, arousal, names)
+    with caplog.at_level(logging.WARNING):
+        evaluate(compose_run("category=oracle", f"data.path={neutral}"))
+    assert "category=oracle: neutral_moderate takes 100%" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="steering.evaluation"):
-        _warn_dominant("predicted", np.array(["n"] * 80 + ["h"] * 20, dtype=object))
-        _warn_dominant("fixed", np.array(["n"] * 100, dtype=object))  # fixed is one category by design
-    assert caplog.text == ""
+    with caplog.at_level(logging.WARNING):
+        evaluate(compose_run("category=oracle"))  # ratings spread over the cells
+        evaluate(compose_run("category=fixed", f"data.path={neutral}"))  # one category by design
+    assert "takes" not in caplog.text
 
 
 # --------------------------------------------------------------------------- mean

@@ -28,7 +28,8 @@ def _params_hash(model_path):
 
 
 def test_run_logs_params_metrics_artifacts_and_tags(assets, compose_run):
-    result = evaluate(compose_run("method=bypass", "strength=2.0"))
+    cfg = compose_run("method=bypass", "strength=2.0")
+    result = evaluate(cfg)
     client = mlflow.tracking.MlflowClient(f"sqlite:///{assets['tmp']}/mlflow.db")
     run = client.get_run(result.run_id)
     for t in ("valence", "arousal"):
@@ -39,7 +40,7 @@ def test_run_logs_params_metrics_artifacts_and_tags(assets, compose_run):
     for name in ("coverage", "n_eval", "feedback_effect"):
         assert name in run.data.metrics
     assert run.data.params["method.name"] == "bypass" and run.data.params["strength"] == "2.0"
-    assert run.data.params["binning.valence.thresholds"] == "[-0.3, 0.3]"
+    assert json.loads(run.data.params["binning.valence.thresholds"]) == list(cfg.binning.valence.thresholds)
     assert run.data.tags["oracle"] == "true"
     assert run.data.tags["git_commit"]
     assert run.info.run_name == "9bin-valence-conv4-bypass-s2-oracle"

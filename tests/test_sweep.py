@@ -93,11 +93,14 @@ def test_experiment_presets_compose_and_define_their_sweep(preset, jobs, swept):
     for value in params.values():
         n *= len(str(value).split(","))
     assert n == jobs
-    if preset == "strengths":
-        assert str(params.strength) == "0,0.1,0.3,0.5,0.7,1,1.5,2,5,10"
+    if preset == "strengths":  # a strength response: the unsteered point first, then rising strengths
+        strengths = [float(x) for x in str(params.strength).split(",")]
+        assert strengths[0] == 0 and strengths == sorted(set(strengths))
         assert (cfg.binning.name, cfg.pathway.name, cfg.layer.name) == ("9bin", "valence", "conv4")
-    if preset == "controls":
-        assert str(params.category) == "oracle,predicted,shuffled,random,mean"
+    if preset == "controls":  # the oracle condition against controls that are all known category modes
+        categories = str(params.category).split(",")
+        assert categories[0] == "oracle" and len(set(categories)) == len(categories) == jobs
+        assert set(categories) <= {p.stem for p in (ROOT / "conf" / "category").glob("*.yaml")}
 
 
 @pytest.mark.parametrize(
