@@ -133,8 +133,14 @@ def test_model_unchanged_and_no_hooks_after_a_failing_run(assets, monkeypatch, c
     model = seen["model"]
     for k, v in model.state_dict().items():
         assert torch.equal(v, seen["state"][k]) and torch.equal(v, before[k])
-    for module in model.modules():
-        assert not module._forward_hooks and not module._forward_pre_hooks
+    # no steering left behind (hooks, gains): the model computes what a freshly loaded one does
+    from steering import load_model
+
+    x = torch.randn(3, 32, 64, generator=torch.Generator().manual_seed(0)) * 5 - 30
+    with torch.no_grad():
+        got, fresh = model(x), load_model(assets["checkpoint"])(x)
+    for key in ("valence", "arousal", "embedding"):
+        assert torch.equal(got[key], fresh[key]), key
     runs = mlflow.search_runs(experiment_names=["steering"], filter_string="attributes.status = 'FAILED'")
     assert len(runs) == 1
 
