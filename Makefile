@@ -1,6 +1,6 @@
 # Every target works from a fresh clone: the first one creates .venv and installs the project.
 # `make run` (and ui, sweep, report, bench) install the runtime dependencies only; `make test` and
-# `make lint` add the dev extras (pytest, ruff, librosa, playwright). Each has its own stamp.
+# `make lint` add the dev extras (pytest, ruff, import-linter, librosa, playwright). Each has its own stamp.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -36,6 +36,7 @@ test: $(DEV)
 lint: $(DEV)
 	$(PY) -m ruff check steering tests benchmarks hydra_plugins setup.py
 	$(PY) -m ruff format --check steering tests benchmarks hydra_plugins setup.py
+	$(BIN)/lint-imports
 
 ui: $(RUNTIME)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -1,8 +1,17 @@
-"""Shared fixtures: tiny models, reference-layout checkpoints and feature files made on the spot."""
+"""The one test scaffold: tiny models, reference-layout checkpoints, feature files, composed configs and sweeps.
+
+Test modules take these as fixtures and never import from one another (tests/test_conventions.py checks it).
+Factories are session-scoped fixtures that return plain callables, so module-scoped fixtures (a sweep
+built once per module) can use them too.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +19,8 @@ import torch
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
 TINY_CHANNELS = (4, 8, 8, 16)
 TINY_EMBEDDING = 16
 TINY_HIDDEN = 12
@@ -20,9 +31,11 @@ CONNECTIONS = [
     ("affective_arousal_128d", "visual_system_base_conv_block2", 1),
     ("affective_arousal_128d", "visual_system_base_conv_block1", 0),
 ]
+# The demo's tiny architecture and recipe (the real demo trains a bigger model for minutes).
+TINY_ARCH = {"channels": [4, 8, 8, 16], "embedding_size": 16, "head_hidden": 12, "mel_bins": 64}
 
 
-def reference_state(
+def _reference_state(
     channels=TINY_CHANNELS, embedding=TINY_EMBEDDING, hidden=TINY_HIDDEN, flat_lrm=False, seed=0
 ) -> dict[str, torch.Tensor]:
     """A state_dict written from the reference key list (docs/formats.md, "Checkpoints"), random values."""
@@ -65,11 +78,123 @@ def reference_state(
     return s
 
 
+def _feature_arrays(n=40, frames=32, mel=64, seed=0):
+    rng = np.random.default_rng(seed)
+    feats = rng.normal(-40, 10, size=(n, frames, mel)).astype(np.float32)
+    valence = rng.uniform(-1, 1, n).astype(np.float32)
+    arousal = rng.uniform(-1, 1, n).astype(np.float32)
+    names = [f"clip_{i:04d}.wav" for i in range(n)]
+    return feats, valence, arousal, names
+
+
+def _compose(*overrides: str, app: str = "run", hydra: bool = False):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=app, overrides=list(overrides), return_hydra_config=hydra)
+
+
+# --------------------------------------------------------------------------- factories (plain callables)
+@pytest.fixture(scope="session")
+def reference_state():
+    """``reference_state(channels=..., flat_lrm=False, seed=0)``: a random state_dict in the reference layout."""
+    return _reference_state
+
+
+@pytest.fixture(scope="session")
+def tiny_channels() -> tuple[int, ...]:
+    """The conv widths of every tiny model here."""
+    return TINY_CHANNELS
+
+
+@pytest.fixture(scope="session")
+def make_feature_arrays():
+    """``make_feature_arrays(n=40, frames=32, mel=64, seed=0)`` -> (features, valence, arousal, names)."""
+    return _feature_arrays
+
+
+@pytest.fixture(scope="session")
+def compose_config():
+    """``compose_config(*overrides, app="run", hydra=False)``: an app's config composed from this checkout's conf/."""
+    return _compose
+
+
+@pytest.fixture(scope="session")
+def tiny_arch() -> dict:
+    return dict(TINY_ARCH)
+
+
+@pytest.fixture(scope="session")
+def tiny_demo():
+    """``tiny_demo(tmp_path, **train)``: a demo section that builds in seconds (30 clips, one epoch)."""
+
+    def make(tmp_path, **train) -> dict:
+        return {
+            "cache_dir": str(tmp_path / "from_config"),
+            "workers": 1,
+            "progress": False,
+            "synthetic": {"n_clips": 30, "duration": 0.7, "seed": 0},
+            "frontend": {"frames": 64},
+            "train": {"epochs": 1, "batch_size": 8, "num_threads": 1, **train},
+        }
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def run_sweep():
+    """``run_sweep(assets, name, *overrides, timeout=400, uri=None)``: ``python -m steering.run -m ...`` on the
+    tiny assets in a subprocess; returns (process, sweep dir, tracking uri)."""
+
+    def run(
+        assets, name: str, *overrides: str, timeout: int = 400, uri: str | None = None
+    ) -> tuple[subprocess.CompletedProcess, Path, str]:
+        tmp = assets["tmp"]
+        uri = uri or f"sqlite:///{tmp}/{name}.db"
+        sweep_dir = tmp / name
+        cmd = [
+            sys.executable,
+            "-m",
+            "steering.run",
+            "-m",
+            *overrides,
+            f"model.checkpoint={assets['checkpoint']}",
+            f"data.path={assets['features']}",
+            f"tracking.uri={uri}",
+            f"cache.dir={tmp}/cache",
+            "binning.min_samples=3",
+            "metrics.bootstrap_resamples=100",
+            f"hydra.sweep.dir={sweep_dir}",
+        ]
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp)
+        return proc, sweep_dir, uri
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def parent_and_children():
+    """``parent_and_children(uri, sweep_dir)`` -> (client, mlflow_parent.json, parent run, child runs)."""
+
+    def find(uri: str, sweep_dir: Path):
+        from mlflow.tracking import MlflowClient
+
+        info = json.loads((sweep_dir / "mlflow_parent.json").read_text())
+        client = MlflowClient(uri)
+        parent = client.get_run(info["run_id"])
+        children = client.search_runs([info["experiment_id"]], f"tags.`mlflow.parentRunId` = '{info['run_id']}'")
+        return client, info, parent, children
+
+    return find
+
+
+# --------------------------------------------------------------------------- inputs on disk
 @pytest.fixture
 def ref_checkpoint(tmp_path):
     """Path of a tiny reference-layout checkpoint (nested LRM, with the usual extra keys)."""
     path = tmp_path / "ref.pth"
-    torch.save({"model": reference_state(), "iteration": 10, "best_val_pearson": 0.5, "optimizer": {}}, path)
+    torch.save({"model": _reference_state(), "iteration": 10, "best_val_pearson": 0.5, "optimizer": {}}, path)
     return path
 
 
@@ -80,32 +205,61 @@ def tiny_model(ref_checkpoint):
     return load_model(ref_checkpoint)
 
 
-def make_feature_arrays(n=40, frames=32, mel=64, seed=0):
-    rng = np.random.default_rng(seed)
-    feats = rng.normal(-40, 10, size=(n, frames, mel)).astype(np.float32)
-    valence = rng.uniform(-1, 1, n).astype(np.float32)
-    arousal = rng.uniform(-1, 1, n).astype(np.float32)
-    names = [f"clip_{i:04d}.wav" for i in range(n)]
-    return feats, valence, arousal, names
-
-
-def sweep_assets(tmp) -> dict:
-    """A tiny reference checkpoint and a 120-clip feature file in ``tmp``, for subprocess sweeps."""
-    from steering.data import write_feature_file
-
-    checkpoint = tmp / "ref.pth"
-    torch.save({"model": reference_state(), "iteration": 10}, checkpoint)
-    features = write_feature_file(tmp / "feats.h5", *make_feature_arrays(n=120, frames=32, seed=5))
-    return {"checkpoint": checkpoint, "features": features, "tmp": tmp}
-
-
 @pytest.fixture
 def feature_file(tmp_path):
     from steering.data import write_feature_file
 
-    return write_feature_file(tmp_path / "features.h5", *make_feature_arrays())
+    return write_feature_file(tmp_path / "features.h5", *_feature_arrays())
 
 
+@pytest.fixture
+def assets(tmp_path, ref_checkpoint) -> dict:
+    """A tiny run of this test's own: checkpoint and a 120-clip feature file in ``tmp_path``.
+
+    Modules whose tests share one set of inputs override ``assets`` with a module-scoped fixture
+    that returns ``sweep_assets``."""
+    from steering.data import write_feature_file
+
+    features = write_feature_file(tmp_path / "feats.h5", *_feature_arrays(n=120, frames=32, seed=5))
+    return {"checkpoint": ref_checkpoint, "features": features, "tmp": tmp_path}
+
+
+@pytest.fixture(scope="module")
+def sweep_assets(request, tmp_path_factory) -> dict:
+    """A tiny checkpoint and a 120-clip feature file built once per test module, for subprocess sweeps."""
+    from steering.data import write_feature_file
+
+    tmp = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    checkpoint = tmp / "ref.pth"
+    torch.save({"model": _reference_state(), "iteration": 10}, checkpoint)
+    features = write_feature_file(tmp / "feats.h5", *_feature_arrays(n=120, frames=32, seed=5))
+    return {"checkpoint": checkpoint, "features": features, "tmp": tmp}
+
+
+@pytest.fixture
+def compose_run(assets):
+    """``compose_run(*overrides)``: the typed run config on ``assets`` (tracking, caches and demo under its tmp),
+    as the app hands it to the library."""
+    from omegaconf import OmegaConf
+
+    def compose(*overrides: str):
+        tmp = assets["tmp"]
+        base = [
+            f"model.checkpoint={assets['checkpoint']}",
+            f"data.path={assets['features']}",
+            f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+            f"cache.dir={tmp}/cache",
+            f"demo.cache_dir={tmp}/demo",
+            "binning.min_samples=3",
+            "metrics.bootstrap_resamples=200",
+            "batch_size=16",
+        ]
+        return OmegaConf.to_object(_compose(*base, *overrides))
+
+    return compose
+
+
+# --------------------------------------------------------------------------- isolation
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """Tiny models on a shared 2-core machine: more torch threads only add contention."""

@@ -18,16 +18,34 @@ def scheme(request) -> Binning:
     return Binning.load(CONF / f"{request.param}.yaml")
 
 
-def test_reference_schemes_match_reference_model():
-    b9 = Binning.load(CONF / "9bin.yaml")
-    assert b9.name == "9bin" and b9.min_samples == 15
-    assert b9.valence_thresholds == (-0.3, 0.3) and b9.arousal_thresholds == (-0.3, 0.3)
-    assert b9.categories[0] == "negative_weak" and b9.categories[-1] == "positive_strong"
-    assert len(b9.categories) == 9
+@pytest.mark.parametrize(("name", "per_axis"), [("9bin", 3), ("25bin", 5)])
+def test_shipped_schemes_tile_the_rating_square_valence_major(name, per_axis):
+    """Every category is reached on [-1, 1]^2, each cell is one category, and the order is valence-major."""
+    scheme = Binning.load(CONF / f"{name}.yaml")
+    assert scheme.name == name and len(scheme.categories) == per_axis**2
+    grid = np.linspace(-1, 1, 201)
+    v, a = (x.ravel() for x in np.meshgrid(grid, grid, indexing="ij"))
+    assert set(scheme.categorize(v, a)) == set(scheme.categories)
+    # walking up valence at a fixed arousal visits the valence names in order, and likewise for arousal
+    along_v = list(dict.fromkeys(scheme.categorize(grid, np.zeros_like(grid))))
+    along_a = list(dict.fromkeys(scheme.categorize(np.zeros_like(grid), grid)))
+    assert along_v == [scheme.categories[i * per_axis + per_axis // 2] for i in range(per_axis)]
+    assert along_a == list(scheme.categories[(per_axis // 2) * per_axis : (per_axis // 2 + 1) * per_axis])
+    assert scheme.categories[0] == f"{scheme.valence_names[0]}_{scheme.arousal_names[0]}"
+    assert scheme.categories[-1] == f"{scheme.valence_names[-1]}_{scheme.arousal_names[-1]}"
+
+
+def test_25bin_spot_values():
     b25 = Binning.load(CONF / "25bin.yaml")
-    assert b25.valence_thresholds == (-0.6, -0.2, 0.2, 0.6)
-    assert b25.arousal_names == ("very_weak", "weak", "moderate", "strong", "very_strong")
-    assert len(b25.categories) == 25
+    v = np.array([-0.6, -0.5999, 0.2, 0.2001, 1.0])
+    a = np.array([-1.0, 0.6, 0.6001, -0.2, -0.1999])
+    assert b25.categorize(v, a).tolist() == [
+        "very_negative_very_weak",
+        "negative_strong",
+        "neutral_very_strong",
+        "positive_weak",
+        "very_positive_moderate",
+    ]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -13,7 +13,6 @@ from steering.engine import store
 from steering.engine.core import SharedPass
 from steering.engine.store import ChunkMemory, SharedPassStore, shared_key
 from steering.signals import SignalSet, cached_signals
-from tests.test_demo import TINY_ARCH, tiny_demo
 
 
 def _shared(value: float) -> SharedPass:
@@ -134,16 +133,16 @@ def test_altered_reference_activations_are_recomputed(tmp_path, monkeypatch, cap
     assert float(rebuilt["valence"][0, 0]) == 2.0
 
 
-def test_altered_demo_features_and_model_are_rebuilt(tmp_path, monkeypatch, caplog):
+def test_altered_demo_features_and_model_are_rebuilt(tmp_path, monkeypatch, caplog, tiny_arch, tiny_demo):
     from steering.demo import ensure_demo
 
     monkeypatch.setenv("STEERING_CACHE_DIR", str(tmp_path / "cache"))
-    assets = ensure_demo(tiny_demo(tmp_path), TINY_ARCH)
+    assets = ensure_demo(tiny_demo(tmp_path), tiny_arch)
     model_bytes = assets.checkpoint.read_bytes()
     with open(assets.checkpoint, "r+b") as fh:  # flip bytes inside the checkpoint
         fh.seek(len(model_bytes) // 2)
         fh.write(b"\x00" * 64)
-    rebuilt = ensure_demo(tiny_demo(tmp_path), TINY_ARCH)
+    rebuilt = ensure_demo(tiny_demo(tmp_path), tiny_arch)
     assert "demo model" in caplog.text and "does not match its checksum" in caplog.text
     from steering import load_model
 
@@ -152,7 +151,7 @@ def test_altered_demo_features_and_model_are_rebuilt(tmp_path, monkeypatch, capl
     with open(assets.features, "r+b") as fh:
         fh.seek(assets.features.stat().st_size - 128)
         fh.write(b"\x01" * 64)
-    ensure_demo(tiny_demo(tmp_path), TINY_ARCH)
+    ensure_demo(tiny_demo(tmp_path), tiny_arch)
     assert "synthetic features" in caplog.text and "does not match its checksum" in caplog.text
 
 
@@ -167,12 +166,12 @@ def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temporary(tmp_pa
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
-def test_a_checkpoint_has_the_same_bytes_whichever_process_writes_it(tmp_path):
+def test_a_checkpoint_has_the_same_bytes_whichever_process_writes_it(tmp_path, tiny_arch):
     """The demo model's checksum and cache must not depend on the temporary name used while writing."""
     from steering.model import build_model, save_checkpoint
 
     torch.manual_seed(0)
-    model = build_model(TINY_ARCH)
+    model = build_model(tiny_arch)
     first = save_checkpoint(model, tmp_path / "a" / "model.pth", epoch=1)
     second = save_checkpoint(model, tmp_path / "b" / "model.pth", epoch=1)
     assert first.read_bytes() == second.read_bytes()

@@ -14,7 +14,6 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from steering.data import write_feature_file
-from tests.conftest import make_feature_arrays, reference_state
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -93,7 +92,7 @@ def test_shell_completion_answers_for_the_app(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_preset_runs_as_a_sweep_without_dash_m(tmp_path):
+def test_a_preset_runs_as_a_sweep_without_dash_m(tmp_path, make_feature_arrays, reference_state):
     checkpoint = tmp_path / "ref.pth"
     torch.save({"model": reference_state(), "iteration": 1}, checkpoint)
     features = write_feature_file(tmp_path / "feats.h5", *make_feature_arrays(n=80, frames=32, seed=3))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from steering.data import FeatureFile, split_indices
+from steering.data import FeatureFile, split_indices, write_feature_file
 from steering.data.binning import Binning
 from steering.engine.categories import (
     CATEGORY_MODES,
@@ -21,10 +21,10 @@ from steering.engine.categories import (
     register_category,
     shuffled_labels,
 )
-from steering.evaluation import _warn_dominant
 from steering.stats.metrics import pearson
 from steering.tracking.job import evaluate
-from tests.test_run import CONF, _cfg, assets  # noqa: F401  (fixture)
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def _steered_signals(pred) -> Counter:
@@ -36,10 +36,10 @@ def _dr(pred, t, col):
 
 
 # --------------------------------------------------------------------------- shuffled
-def test_shuffled_keeps_the_oracle_coverage_and_mix_of_signals(assets):  # noqa: F811
+def test_shuffled_keeps_the_oracle_coverage_and_mix_of_signals(assets, compose_run):
     common = ("method=bypass", "strength=2", "binning.min_samples=8")  # some categories get no signal
-    oracle = evaluate(_cfg(assets, *common, "category=oracle"))
-    shuffled = evaluate(_cfg(assets, *common, "category=shuffled", "category.draws=4"))
+    oracle = evaluate(compose_run(*common, "category=oracle"))
+    shuffled = evaluate(compose_run(*common, "category=shuffled", "category.draws=4"))
     po, ps = oracle.predictions, shuffled.predictions
     assert 0 < oracle.metrics["coverage"] < 1
     assert shuffled.metrics["coverage"] == oracle.metrics["coverage"]
@@ -76,7 +76,7 @@ def test_shuffled_labels_derange_when_possible_and_keep_the_multiset():
 
 
 # --------------------------------------------------------------------------- random
-def test_random_draws_from_the_signal_split_and_never_go_negative(assets, monkeypatch):  # noqa: F811
+def test_random_draws_from_the_signal_split_and_never_go_negative(assets, monkeypatch, compose_run):
     from steering.signals import reference
 
     seen = {}
@@ -87,7 +87,7 @@ def test_random_draws_from_the_signal_split_and_never_go_negative(assets, monkey
         return real(model, ff, indices, **kwargs)
 
     monkeypatch.setattr(reference, "pass1_activations", spy)
-    result = evaluate(_cfg(assets, "method=bypass", "strength=2", "category=random", "category.draws=3"))
+    result = evaluate(compose_run("method=bypass", "strength=2", "category=random", "category.draws=3"))
     with FeatureFile(assets["features"]) as ff:
         train, test = split_indices(len(ff), "train"), split_indices(len(ff), "test")
     assert set(seen["indices"].tolist()) == set(train.tolist())  # the split the signals come from
@@ -96,7 +96,7 @@ def test_random_draws_from_the_signal_split_and_never_go_negative(assets, monkey
     assert {f"steered_arousal_draw{k}" for k in range(3)} <= set(result.predictions.columns)
     # A second run reads the activations from the cache instead of running pass 1 again.
     seen.clear()
-    again = evaluate(_cfg(assets, "method=bypass", "strength=2", "category=random", "category.draws=3"))
+    again = evaluate(compose_run("method=bypass", "strength=2", "category=random", "category.draws=3"))
     assert "indices" not in seen
     assert again.metrics["dr_valence"] == pytest.approx(result.metrics["dr_valence"])
 
@@ -141,9 +141,9 @@ def test_random_vectors_follow_the_reference_and_are_non_negative():
 
 
 # --------------------------------------------------------------------------- predicted
-def test_predicted_takes_its_categories_from_the_final_or_pass1_prediction(assets):  # noqa: F811
+def test_predicted_takes_its_categories_from_the_final_or_pass1_prediction(assets, compose_run):
     binning = Binning.load(CONF + "/binning/9bin.yaml")
-    final = evaluate(_cfg(assets, "method=bypass", "strength=2", "category=predicted"))
+    final = evaluate(compose_run("method=bypass", "strength=2", "category=predicted"))
     pred = final.predictions
     expected = binning.categorize(pred.base_valence.to_numpy(), pred.base_arousal.to_numpy())
     assert (pred.signal[pred.steered] == expected[pred.steered.to_numpy()]).all()
@@ -153,35 +153,40 @@ def test_predicted_takes_its_categories_from_the_final_or_pass1_prediction(asset
 
     # The schema refuses it when composing, before any work.
     with pytest.raises((ValueError, ConfigCompositionException), match="category.source"):
-        evaluate(_cfg(assets, "category=predicted", "category.source=labels"))
+        evaluate(compose_run("category=predicted", "category.source=labels"))
 
 
-def test_predicted_category_source_selects_the_prediction(assets):  # noqa: F811
+def test_predicted_category_source_selects_the_prediction(assets, compose_run):
     from steering.evaluation import predicted_categories
 
     binning = Binning.load(CONF + "/binning/9bin.yaml")
     first = {"valence": np.array([[0.9], [-0.9]]), "arousal": np.array([[0.0], [0.0]])}
     base = {"valence": np.array([-0.9, 0.0]), "arousal": np.array([0.9, 0.9])}
-    final = _cfg(assets, "category=predicted").category.source
+    final = compose_run("category=predicted").category.source
     assert list(predicted_categories(final, binning, first, base)) == ["negative_strong", "neutral_strong"]
-    pass1 = _cfg(assets, "category=predicted", "category.source=pass1").category.source
+    pass1 = compose_run("category=predicted", "category.source=pass1").category.source
     assert list(predicted_categories(pass1, binning, first, base)) == ["positive_moderate", "negative_moderate"]
 
 
-def test_a_category_taking_most_clips_is_warned_about(caplog):
-    with caplog.at_level(logging.WARNING, logger="steering.evaluation"):
-        _warn_dominant("predicted", np.array(["n"] * 95 + ["h"] * 5, dtype=object))
-    assert "n takes 95%" in caplog.text
+def test_a_category_taking_most_clips_is_warned_about(assets, compose_run, make_feature_arrays, caplog):
+    # Ratings that vary but all fall in 9bin's neutral_moderate cell: every evaluated clip gets that category.
+    feats, _, _, names = make_feature_arrays(n=120, frames=32, seed=5)
+    rng = np.random.default_rng(0)
+    valence, arousal = (rng.uniform(-0.25, 0.25, len(names)).astype(np.float32) for _ in range(2))
+    neutral = write_feature_file(assets["tmp"] / "neutral.h5", feats, valence, arousal, names)
+    with caplog.at_level(logging.WARNING):
+        evaluate(compose_run("category=oracle", f"data.path={neutral}"))
+    assert "category=oracle: neutral_moderate takes 100%" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="steering.evaluation"):
-        _warn_dominant("predicted", np.array(["n"] * 80 + ["h"] * 20, dtype=object))
-        _warn_dominant("fixed", np.array(["n"] * 100, dtype=object))  # fixed is one category by design
-    assert caplog.text == ""
+    with caplog.at_level(logging.WARNING):
+        evaluate(compose_run("category=oracle"))  # ratings spread over the cells
+        evaluate(compose_run("category=fixed", f"data.path={neutral}"))  # one category by design
+    assert "takes" not in caplog.text
 
 
 # --------------------------------------------------------------------------- mean
-def test_mean_control_without_samples_count_is_unweighted_not_nan(assets, tmp_path, caplog):  # noqa: F811
-    first = evaluate(_cfg(assets, "category=oracle"))
+def test_mean_control_without_samples_count_is_unweighted_not_nan(assets, tmp_path, caplog, compose_run):
+    first = evaluate(compose_run("category=oracle"))
     import mlflow
 
     client = mlflow.tracking.MlflowClient(f"sqlite:///{assets['tmp']}/mlflow.db")
@@ -193,15 +198,15 @@ def test_mean_control_without_samples_count_is_unweighted_not_nan(assets, tmp_pa
     stripped = tmp_path / "no_counts.json"
     stripped.write_text(json.dumps({k: v for k, v in raw.items() if k != "metadata"}))
     with caplog.at_level(logging.WARNING):
-        result = evaluate(_cfg(assets, "method=bypass", "strength=2", "category=mean", f"signals.path={stripped}"))
+        result = evaluate(compose_run("method=bypass", "strength=2", "category=mean", f"signals.path={stripped}"))
     assert "unweighted" in caplog.text
     assert np.isfinite(result.predictions.steered_valence).all()
     assert np.isfinite(result.metrics["dr_valence"]) and np.isfinite(result.metrics["dr_valence_ci_low"])
 
 
 # --------------------------------------------------------------------------- per-run metrics
-def test_improved_share_and_steered_only_dr(assets):  # noqa: F811
-    partial = evaluate(_cfg(assets, "method=bypass", "strength=2", "binning.min_samples=8"))
+def test_improved_share_and_steered_only_dr(assets, compose_run):
+    partial = evaluate(compose_run("method=bypass", "strength=2", "binning.min_samples=8"))
     pred, m = partial.predictions, partial.metrics
     assert m["coverage"] < 1
     s = pred[pred.steered]
@@ -209,7 +214,7 @@ def test_improved_share_and_steered_only_dr(assets):  # noqa: F811
         improved = (abs(s[f"steered_{t}"] - s[t]) < abs(s[f"base_{t}"] - s[t])).mean()
         assert m[f"improved_share_{t}"] == pytest.approx(improved)
         assert m[f"dr_{t}_steered_only"] == pytest.approx(_dr(s, t, f"steered_{t}"), abs=1e-6)
-    full = evaluate(_cfg(assets, "method=bypass", "strength=2", "category=mean"))
+    full = evaluate(compose_run("method=bypass", "strength=2", "category=mean"))
     assert full.metrics["coverage"] == 1 and "dr_valence_steered_only" not in full.metrics
     assert 0 <= full.metrics["improved_share_valence"] <= 1
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from steering.data import FeatureFile, FeatureFileError, legacy_split, split_indices, threeway_split
-from tests.conftest import make_feature_arrays
 
 
 @pytest.mark.parametrize("n", [10, 101, 1213])
@@ -33,7 +32,7 @@ def test_threeway_split_keeps_legacy_train_and_partitions_the_rest():
         split_indices(1213, "test", scheme="legacy")
 
 
-def test_read_by_index_in_any_order(feature_file):
+def test_read_by_index_in_any_order(feature_file, make_feature_arrays):
     feats, valence, _, names = make_feature_arrays()
     with FeatureFile(feature_file) as ff:
         assert len(ff) == 40 and ff.frames == 32 and ff.mel_bins == 64
@@ -46,8 +45,8 @@ def test_read_by_index_in_any_order(feature_file):
         assert sizes == [4, 4, 2]
 
 
-def _write(path, **overrides):
-    feats, valence, arousal, names = make_feature_arrays(n=6)
+def _write(path, arrays, **overrides):
+    feats, valence, arousal, names = arrays
     data = {
         "feature": feats,
         "valence": valence,
@@ -71,17 +70,17 @@ def _write(path, **overrides):
         ({"valence": np.zeros(5, dtype=np.float32)}, "shape"),
     ],
 )
-def test_malformed_files_raise_clear_errors(tmp_path, overrides, message):
-    path = _write(tmp_path / "bad.h5", **overrides)
+def test_malformed_files_raise_clear_errors(tmp_path, overrides, message, make_feature_arrays):
+    path = _write(tmp_path / "bad.h5", make_feature_arrays(n=6), **overrides)
     with pytest.raises(FeatureFileError, match=message) as err:
         FeatureFile(path)
     assert str(path) in str(err.value)
 
 
-def test_nan_features_are_reported_on_read(tmp_path):
+def test_nan_features_are_reported_on_read(tmp_path, make_feature_arrays):
     feats, *_ = make_feature_arrays(n=6)
     feats[4, 0, 0] = np.nan
-    path = _write(tmp_path / "nanfeat.h5", feature=feats)
+    path = _write(tmp_path / "nanfeat.h5", make_feature_arrays(n=6), feature=feats)
     with FeatureFile(path) as ff, pytest.raises(FeatureFileError, match=r"indices \[4\]"):
         ff.read([1, 4])
 

@@ -8,23 +8,10 @@ from steering import load_model
 from steering.data import FeatureFile
 from steering.demo import DemoAssets, demo_features, demo_key, ensure_demo
 
-TINY_ARCH = {"channels": [4, 8, 8, 16], "embedding_size": 16, "head_hidden": 12, "mel_bins": 64}
 
-
-def tiny_demo(tmp_path, **train) -> dict:
-    return {
-        "cache_dir": str(tmp_path / "from_config"),
-        "workers": 1,
-        "progress": False,
-        "synthetic": {"n_clips": 30, "duration": 0.7, "seed": 0},
-        "frontend": {"frames": 64},
-        "train": {"epochs": 1, "batch_size": 8, "num_threads": 1, **train},
-    }
-
-
-def test_build_then_reuse(tmp_path, monkeypatch):
+def test_build_then_reuse(tmp_path, monkeypatch, tiny_arch, tiny_demo):
     monkeypatch.setenv("STEERING_CACHE_DIR", str(tmp_path / "cache"))
-    assets = ensure_demo(tiny_demo(tmp_path), TINY_ARCH)
+    assets = ensure_demo(tiny_demo(tmp_path), tiny_arch)
     assert isinstance(assets, DemoAssets)
     assert assets.features.parent == tmp_path / "cache"  # the env variable overrides cache_dir
     assert not (tmp_path / "from_config").exists()
@@ -44,27 +31,27 @@ def test_build_then_reuse(tmp_path, monkeypatch):
 
     monkeypatch.setattr(demo_module, "train_model", no_training)
     monkeypatch.setattr(demo_module, "prepare_synthetic", no_training)
-    again = ensure_demo({**tiny_demo(tmp_path), "workers": 2, "progress": True}, TINY_ARCH)
+    again = ensure_demo({**tiny_demo(tmp_path), "workers": 2, "progress": True}, tiny_arch)
     assert again == assets and again.info == assets.info
 
 
-def test_cache_key_follows_the_recipe(tmp_path):
+def test_cache_key_follows_the_recipe(tmp_path, tiny_arch, tiny_demo):
     base = tiny_demo(tmp_path)
-    key = demo_key(base, TINY_ARCH)
-    assert demo_key({**base, "cache_dir": "/elsewhere", "workers": 4}, TINY_ARCH) == key
-    assert demo_key({**base, "synthetic": {**base["synthetic"], "seed": 1}}, TINY_ARCH) != key
-    assert demo_key(base, {**TINY_ARCH, "embedding_size": 32}) != key
+    key = demo_key(base, tiny_arch)
+    assert demo_key({**base, "cache_dir": "/elsewhere", "workers": 4}, tiny_arch) == key
+    assert demo_key({**base, "synthetic": {**base["synthetic"], "seed": 1}}, tiny_arch) != key
+    assert demo_key(base, {**tiny_arch, "embedding_size": 32}) != key
 
 
-def test_incomplete_build_is_redone(tmp_path, monkeypatch):
+def test_incomplete_build_is_redone(tmp_path, monkeypatch, tiny_arch, tiny_demo):
     monkeypatch.delenv("STEERING_CACHE_DIR", raising=False)
     cfg = tiny_demo(tmp_path)
     features = demo_features(cfg)
     assert features.parent == tmp_path / "from_config"
     stamp = features.stat().st_mtime_ns
-    root = features.parent / f"demo-{demo_key(cfg, TINY_ARCH)}"
+    root = features.parent / f"demo-{demo_key(cfg, tiny_arch)}"
     root.mkdir()
     (root / "model.pth").write_bytes(b"half-written")  # no info.json: the build did not finish
-    assets = ensure_demo(cfg, TINY_ARCH)
+    assets = ensure_demo(cfg, tiny_arch)
     load_model(assets.checkpoint)
     assert assets.features == features and features.stat().st_mtime_ns == stamp  # features reused

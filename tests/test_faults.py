@@ -28,7 +28,6 @@ from omegaconf import OmegaConf
 from steering.data import write_feature_file
 from steering.errors import ResultError, error_line
 from steering.tracking.job import evaluate
-from tests.conftest import make_feature_arrays, reference_state
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
@@ -45,7 +44,7 @@ class _WritesAFile:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
+def inputs(tmp_path_factory, make_feature_arrays, reference_state):
     tmp = tmp_path_factory.mktemp("faults")
     checkpoint = tmp / "ref.pth"
     torch.save({"model": reference_state(), "best_val_pearson": np.float64(0.5), "iteration": np.int64(3)}, checkpoint)
@@ -71,11 +70,17 @@ def _cfg(inputs, tmp: Path, *overrides: str):
         return OmegaConf.to_object(compose(config_name="run", overrides=[*base, *overrides]))
 
 
-def _features(tmp: Path, name: str, edit=None, **kwargs) -> Path:
-    feats, valence, arousal, names = make_feature_arrays(**{"n": 120, "frames": 32, "seed": 5, **kwargs})
-    if edit:
-        edit(feats, valence, arousal)
-    return write_feature_file(tmp / name, feats, valence, arousal, names)
+@pytest.fixture(scope="module")
+def write_features(make_feature_arrays):
+    """``write_features(tmp, name, edit=None, **arrays)``: a feature file like the inputs', edited in place."""
+
+    def write(tmp: Path, name: str, edit=None, **kwargs) -> Path:
+        feats, valence, arousal, names = make_feature_arrays(**{"n": 120, "frames": 32, "seed": 5, **kwargs})
+        if edit:
+            edit(feats, valence, arousal)
+        return write_feature_file(tmp / name, feats, valence, arousal, names)
+
+    return write
 
 
 def _signals(tmp: Path, name: str, vectors: dict) -> Path:
@@ -88,13 +93,13 @@ def _vec(n=128, value=0.1):
     return [value] * n
 
 
-def _case_files(tmp: Path) -> dict[str, tuple[list[str], str]]:
+def _case_files(tmp: Path, write_features, reference_state) -> dict[str, tuple[list[str], str]]:
     """Override lists that point at bad files, with the text the message must contain."""
-    nan_feat = _features(tmp, "nan_feat.h5", lambda f, v, a: f.__setitem__(np.s_[:, 3, 5], np.nan))
-    nan_rating = _features(tmp, "nan_rating.h5", lambda f, v, a: a.__setitem__(4, np.inf))
-    narrow = _features(tmp, "narrow.h5", mel=32)
-    short = _features(tmp, "short.h5", frames=8)
-    few = _features(tmp, "few.h5", n=30)
+    nan_feat = write_features(tmp, "nan_feat.h5", lambda f, v, a: f.__setitem__(np.s_[:, 3, 5], np.nan))
+    nan_rating = write_features(tmp, "nan_rating.h5", lambda f, v, a: a.__setitem__(4, np.inf))
+    narrow = write_features(tmp, "narrow.h5", mel=32)
+    short = write_features(tmp, "short.h5", frames=8)
+    few = write_features(tmp, "few.h5", n=30)
     no_keys = tmp / "no_keys.h5"
     with h5py.File(no_keys, "w") as h5:
         h5["feature"] = np.zeros((4, 32, 64), np.float32)
@@ -162,8 +167,8 @@ if not torch.cuda.is_available():
 
 
 @pytest.fixture(scope="module")
-def file_cases(inputs):
-    return _case_files(inputs["tmp"])
+def file_cases(inputs, write_features, reference_state):
+    return _case_files(inputs["tmp"], write_features, reference_state)
 
 
 def _assert_refused(inputs, tmp: Path, overrides: list[str], expected: str) -> None:
@@ -217,7 +222,9 @@ def test_bad_file_is_refused_before_any_work(inputs, file_cases, tmp_path, case)
     assert not (inputs["tmp"] / "PWNED").exists()
 
 
-def test_numpy_values_of_old_checkpoints_load_and_other_objects_only_when_trusted(inputs, tmp_path, caplog):
+def test_numpy_values_of_old_checkpoints_load_and_other_objects_only_when_trusted(
+    inputs, tmp_path, caplog, reference_state
+):
     from steering.model import CheckpointError, load_model
 
     load_model(inputs["checkpoint"])  # numpy.float64 / int64 entries load with weights_only
@@ -273,11 +280,11 @@ def test_results_reach_disk_first_and_resume_logs_them_without_recomputing(input
     assert not list((tmp_path / "cache" / "pending").glob("*.json"))
 
 
-def test_signals_from_another_feature_file_are_not_called_leakage(inputs, tmp_path):
+def test_signals_from_another_feature_file_are_not_called_leakage(inputs, tmp_path, write_features):
     first = evaluate(_cfg(inputs, tmp_path, "signals.split=all"), results_dir=tmp_path / "a")
     assert first.tags["signals_leakage"] == "true"
     signals = tmp_path / "a" / "signals_9bin.json"
-    other = _features(tmp_path, "other.h5", seed=9)
+    other = write_features(tmp_path, "other.h5", seed=9)
     second = evaluate(
         _cfg(inputs, tmp_path, f"signals.path={signals}", f"data.path={other}"), results_dir=tmp_path / "b"
     )
@@ -306,7 +313,7 @@ def test_two_processes_creating_a_fresh_sqlite_store_both_succeed(tmp_path):
         assert [p.exitcode for p in procs] == [0, 0]
 
 
-def test_write_feature_file_leaves_no_tmp_on_interrupt(tmp_path, monkeypatch):
+def test_write_feature_file_leaves_no_tmp_on_interrupt(tmp_path, monkeypatch, make_feature_arrays):
     from steering.data import features
 
     real = features.h5py.File

@@ -15,7 +15,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from steering.data import write_feature_file
-from tests.conftest import make_feature_arrays, sweep_assets
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ["method=lrm,bypass,modulation,direct", "layer=conv3,conv4"]
@@ -23,8 +22,9 @@ PLANNED = 8
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    return sweep_assets(tmp_path_factory.mktemp("interrupts"))
+def assets(sweep_assets):
+    """This module's sweeps share one set of tiny inputs."""
+    return sweep_assets
 
 
 def _env() -> dict[str, str]:
@@ -153,7 +153,7 @@ def test_sigterm_during_a_joblib_sweep_stops_workers_and_server(assets):
     _resume_completes(assets, "joblib.db", "joblib-resumed", finished)
 
 
-def test_tracking_server_killed_mid_run_fails_in_bounded_time_and_results_sync_later(assets):
+def test_tracking_server_killed_mid_run_fails_in_bounded_time_and_results_sync_later(assets, make_feature_arrays):
     from steering.sweep.server import start_server
 
     tmp = assets["tmp"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import logging
 
-from tqdm.contrib.logging import _TqdmLoggingHandler
-
 from steering.sweep.logs import MLFLOW_LOGGERS, ProgressLogging, route_mlflow_logging
 
 
@@ -30,16 +28,26 @@ def test_mlflow_loggers_go_through_the_root_handlers(monkeypatch):
 
 
 def test_progress_logging_callback_writes_console_logs_through_tqdm_during_a_job(monkeypatch):
+    import pickle
     import sys
+
+    from tqdm import tqdm
 
     console, logfile = logging.StreamHandler(sys.stdout), logging.StreamHandler(io.StringIO())
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [console, logfile])
+    monkeypatch.setattr(root, "level", logging.INFO)
+    written = []
+    monkeypatch.setattr(tqdm, "write", classmethod(lambda cls, msg, file=None, **kw: written.append(msg)))
     callback = ProgressLogging()
     callback.on_job_start(config=None)
-    kinds = [type(h) for h in root.handlers]
-    assert _TqdmLoggingHandler in kinds and logging.StreamHandler in kinds  # console via tqdm.write, file as is
-    assert console not in root.handlers and logfile in root.handlers
+    logging.getLogger("steering.test").info("during the job")
+    assert written == ["during the job"]  # the console line went through tqdm.write (bars stay intact)
+    assert logfile.stream.getvalue() == "during the job\n"  # the log file gets it as is
+    clone = pickle.loads(pickle.dumps(callback))  # joblib/submitit workers get the callback mid-job
+    clone.on_job_end(config=None, job_return=None)  # ...without the live redirection: nothing to undo
+    assert console not in root.handlers
     callback.on_job_end(config=None, job_return=None)
     assert root.handlers == [console, logfile]  # restored after the job
-    assert callback.__getstate__() == {"_active": None}
+    logging.getLogger("steering.test").info("after the job")
+    assert written == ["during the job"]

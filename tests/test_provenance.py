@@ -19,9 +19,9 @@ from steering.data import FeatureFile, split_indices
 from steering.tracking.job import evaluate
 from steering.tracking.runs import config_yaml, git_commit
 from steering.util.hashing import config_hash, flatten, plain
-from tests.test_run import CONF, _cfg, assets  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
 
 
 def _git(*args: str, cwd: Path) -> str:
@@ -63,7 +63,7 @@ def test_git_commit_of_a_run_started_elsewhere(tmp_path):
     assert out.stdout.strip().split("-")[0] == _git("rev-parse", "HEAD", cwd=ROOT)
 
 
-def test_signals_follow_train_fraction_instead_of_reusing_another_split(assets):  # noqa: F811
+def test_signals_follow_train_fraction_instead_of_reusing_another_split(assets, compose_run):
     client = mlflow.tracking.MlflowClient(f"sqlite:///{assets['tmp']}/mlflow.db")
 
     def indices(result) -> set[int]:
@@ -72,8 +72,8 @@ def test_signals_follow_train_fraction_instead_of_reusing_another_split(assets):
         path = client.download_artifacts(result.run_id, "signals_9bin.json", str(assets["tmp"] / result.run_id))
         return set(json.loads(Path(path).read_text())["metadata"]["indices"])
 
-    seventy = evaluate(_cfg(assets))
-    sixty = evaluate(_cfg(assets, "data.train_fraction=0.6"))
+    seventy = evaluate(compose_run())
+    sixty = evaluate(compose_run("data.train_fraction=0.6"))
     with FeatureFile(assets["features"]) as ff:
         expected = set(split_indices(len(ff), "train", "threeway", 0.6).tolist())
     assert indices(sixty) == expected != indices(seventy)

@@ -104,7 +104,7 @@ def test_forest_plot_for_a_sweep_that_does_not_vary_strength(tmp_path):
         assert centres == pytest.approx(sorted(table[f"dr_{t}"].iloc[:2]))
         assert any(x.get_text() == "failed" for x in ax.texts)
         assert any(line.get_xdata()[0] == 0 and line.get_linestyle() == "--" for line in ax.lines)  # baseline
-    title = fig._suptitle.get_text()
+    title = fig.get_suptitle()
     assert "controls" in title and "sid-1" in title and "method bypass" in title and "strength 2" in title
     assert figures.forest_figure(table, tmp_path / "forest.png", context).stat().st_size > 10_000
     assert figures.draw_forest(sweep_table({"strength": [0.0, 1.0]})) is None  # strength varies: no forest
@@ -123,4 +123,4 @@ def test_strength_figure_does_not_join_zero_to_the_log_axis():
         assert colours <= set(figures.OKABE_ITO)
     legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]  # one legend for both panels
     assert legend_texts == ["method=bypass", "method=lrm", "baseline (Δr = 0)"]
-    assert "methods" in fig._suptitle.get_text() and "oracle" in fig._suptitle.get_text()
+    assert "methods" in fig.get_suptitle() and "oracle" in fig.get_suptitle()

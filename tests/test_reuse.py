@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,17 +14,23 @@ from omegaconf import OmegaConf
 
 from steering.engine.reuse import SweepReuse, reuse_key
 from steering.tracking import job as runner
-from tests.test_sweep import CONF, assets, parent_and_children, run_sweep  # noqa: F401  (fixture)
 
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
 STEERED = ["steered_valence", "steered_arousal"]
 RTOL = 5e-4
+
+
+@pytest.fixture(scope="module")
+def assets(sweep_assets):
+    """This module's sweeps share one set of tiny inputs."""
+    return sweep_assets
 
 
 def _strength(overrides: tuple[str, ...]) -> str:
     return next(o for o in overrides if o.startswith("strength="))
 
 
-def _standalone(assets, overrides: list[str], tmp) -> pd.DataFrame:  # noqa: F811
+def _standalone(assets, overrides: list[str], tmp) -> pd.DataFrame:
     """The same configuration run on its own (no sweep, no reuse), as ``python -m steering.run`` does."""
     base = [
         f"model.checkpoint={assets['checkpoint']}",
@@ -39,8 +46,7 @@ def _standalone(assets, overrides: list[str], tmp) -> pd.DataFrame:  # noqa: F81
     return runner.evaluate(cfg).predictions
 
 
-def _job_predictions(uri, sweep_dir, tmp) -> dict[tuple[str, ...], pd.DataFrame]:
-    client, _, _, children = parent_and_children(uri, sweep_dir)
+def _job_predictions(client, children, tmp) -> dict[tuple[str, ...], pd.DataFrame]:
     out = {}
     for child in children:
         assert child.info.status == "FINISHED"
@@ -66,11 +72,14 @@ def _job_predictions(uri, sweep_dir, tmp) -> dict[tuple[str, ...], pd.DataFrame]
     ],
     ids=["priming-alpha-method", "category-layer", "pathway-binning-signals"],
 )
-def test_every_sweep_job_logs_the_predictions_of_its_own_configuration(assets, sweep, tmp_path):  # noqa: F811
+def test_every_sweep_job_logs_the_predictions_of_its_own_configuration(
+    assets, sweep, tmp_path, run_sweep, parent_and_children
+):
     name = "reuse-" + "-".join(s.split("=")[0].replace(".", "") for s in sweep)
     proc, sweep_dir, uri = run_sweep(assets, name, *sweep, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = _job_predictions(uri, sweep_dir, tmp_path)
+    client, _, _, children = parent_and_children(uri, sweep_dir)
+    jobs = _job_predictions(client, children, tmp_path)
     n_jobs = int(np.prod([len(s.split("=")[1].split(",")) for s in sweep]))
     assert len(jobs) == n_jobs
     assert "reused from a sibling job" in proc.stdout + proc.stderr  # siblings really were served from the reuse object

@@ -13,38 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from steering.data import FeatureFile, split_indices, write_feature_file
+from steering.data import FeatureFile, split_indices
 from steering.engine import SteeringConfigError
 from steering.stats.metrics import williams_t
 from steering.tracking.job import evaluate
-from tests.conftest import make_feature_arrays
-
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
-
-
-@pytest.fixture
-def assets(tmp_path, ref_checkpoint):
-    features = write_feature_file(tmp_path / "feats.h5", *make_feature_arrays(n=120, frames=32, seed=5))
-    return {"checkpoint": ref_checkpoint, "features": features, "tmp": tmp_path}
-
-
-def _cfg(assets, *overrides):
-    tmp = assets["tmp"]
-    base = [
-        f"model.checkpoint={assets['checkpoint']}",
-        f"data.path={assets['features']}",
-        f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-        f"cache.dir={tmp}/cache",
-        f"demo.cache_dir={tmp}/demo",
-        "binning.min_samples=3",
-        "metrics.bootstrap_resamples=200",
-        "batch_size=16",
-    ]
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return OmegaConf.to_object(compose(config_name="run", overrides=[*base, *overrides]))
 
 
 def _params_hash(model_path):
@@ -54,8 +27,9 @@ def _params_hash(model_path):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_run_logs_params_metrics_artifacts_and_tags(assets):
-    result = evaluate(_cfg(assets, "method=bypass", "strength=2.0"))
+def test_run_logs_params_metrics_artifacts_and_tags(assets, compose_run):
+    cfg = compose_run("method=bypass", "strength=2.0")
+    result = evaluate(cfg)
     client = mlflow.tracking.MlflowClient(f"sqlite:///{assets['tmp']}/mlflow.db")
     run = client.get_run(result.run_id)
     for t in ("valence", "arousal"):
@@ -66,7 +40,7 @@ def test_run_logs_params_metrics_artifacts_and_tags(assets):
     for name in ("coverage", "n_eval", "feedback_effect"):
         assert name in run.data.metrics
     assert run.data.params["method.name"] == "bypass" and run.data.params["strength"] == "2.0"
-    assert run.data.params["binning.valence.thresholds"] == "[-0.3, 0.3]"
+    assert json.loads(run.data.params["binning.valence.thresholds"]) == list(cfg.binning.valence.thresholds)
     assert run.data.tags["oracle"] == "true"
     assert run.data.tags["git_commit"]
     assert run.info.run_name == "9bin-valence-conv4-bypass-s2-oracle"
@@ -94,8 +68,8 @@ def test_run_logs_params_metrics_artifacts_and_tags(assets):
     assert run.data.metrics["dr_valence_p"] == pytest.approx(williams_t(r_s, r_b, r_bs, len(pred))[1], abs=1e-4)
 
 
-def test_predictions_match_the_model_and_evaluated_split(assets):
-    result = evaluate(_cfg(assets, "method=modulation", "strength=0.0"))
+def test_predictions_match_the_model_and_evaluated_split(assets, compose_run):
+    result = evaluate(compose_run("method=modulation", "strength=0.0"))
     pred = result.predictions
     with FeatureFile(assets["features"]) as ff:
         idx = split_indices(len(ff), "test")
@@ -108,8 +82,8 @@ def test_predictions_match_the_model_and_evaluated_split(assets):
     np.testing.assert_allclose(pred.base_valence, base, rtol=1e-5, atol=1e-5)
 
 
-def test_signals_from_training_split_contain_no_evaluated_sample(assets):
-    result = evaluate(_cfg(assets))
+def test_signals_from_training_split_contain_no_evaluated_sample(assets, compose_run):
+    result = evaluate(compose_run())
     client = mlflow.tracking.MlflowClient(f"sqlite:///{assets['tmp']}/mlflow.db")
     path = client.download_artifacts(result.run_id, "signals_9bin.json", str(assets["tmp"]))
     meta = json.loads(Path(path).read_text())["metadata"]
@@ -119,24 +93,24 @@ def test_signals_from_training_split_contain_no_evaluated_sample(assets):
     assert set(meta["indices"]) == train
     assert not set(meta["indices"]) & evaluated
     assert result.tags["signals_leakage"] == "false"
-    leaky = evaluate(_cfg(assets, "signals.split=all"))
+    leaky = evaluate(compose_run("signals.split=all"))
     assert leaky.tags["signals_leakage"] == "true"
 
 
-def test_oracle_tag_follows_the_category_choice(assets):
-    assert evaluate(_cfg(assets, "category=predicted")).tags["oracle"] == "false"
-    assert evaluate(_cfg(assets, "category=shuffled")).tags["oracle"] == "true"
-    mean = evaluate(_cfg(assets, "category=mean"))
+def test_oracle_tag_follows_the_category_choice(assets, compose_run):
+    assert evaluate(compose_run("category=predicted")).tags["oracle"] == "false"
+    assert evaluate(compose_run("category=shuffled")).tags["oracle"] == "true"
+    mean = evaluate(compose_run("category=mean"))
     assert mean.tags["oracle"] == "false" and mean.metrics["coverage"] == 1.0
 
 
-def test_impossible_pair_fails_before_any_work(assets):
+def test_impossible_pair_fails_before_any_work(assets, compose_run):
     with pytest.raises(SteeringConfigError, match="arousal->conv4"):
-        evaluate(_cfg(assets, "pathway=arousal", "layer=conv4"))
+        evaluate(compose_run("pathway=arousal", "layer=conv4"))
     assert not (assets["tmp"] / "cache").exists()
 
 
-def test_model_unchanged_and_no_hooks_after_a_failing_run(assets, monkeypatch):
+def test_model_unchanged_and_no_hooks_after_a_failing_run(assets, monkeypatch, compose_run):
     from steering import evaluation
     from steering.tracking import job as runner
 
@@ -155,12 +129,18 @@ def test_model_unchanged_and_no_hooks_after_a_failing_run(assets, monkeypatch):
     monkeypatch.setattr(runner, "load_model", spy_load)
     monkeypatch.setattr(evaluation, "steer_chunk", boom)
     with pytest.raises(RuntimeError, match="injected failure"):
-        evaluate(_cfg(assets, "method=bypass", "strength=3"))
+        evaluate(compose_run("method=bypass", "strength=3"))
     model = seen["model"]
     for k, v in model.state_dict().items():
         assert torch.equal(v, seen["state"][k]) and torch.equal(v, before[k])
-    for module in model.modules():
-        assert not module._forward_hooks and not module._forward_pre_hooks
+    # no steering left behind (hooks, gains): the model computes what a freshly loaded one does
+    from steering import load_model
+
+    x = torch.randn(3, 32, 64, generator=torch.Generator().manual_seed(0)) * 5 - 30
+    with torch.no_grad():
+        got, fresh = model(x), load_model(assets["checkpoint"])(x)
+    for key in ("valence", "arousal", "embedding"):
+        assert torch.equal(got[key], fresh[key]), key
     runs = mlflow.search_runs(experiment_names=["steering"], filter_string="attributes.status = 'FAILED'")
     assert len(runs) == 1
 
@@ -189,17 +169,17 @@ def test_cli_runs_one_configuration(assets):
     assert "dr " in proc.stdout and "MLflow run" in proc.stdout
 
 
-def test_resume_skips_a_configuration_that_already_finished(assets, monkeypatch):
+def test_resume_skips_a_configuration_that_already_finished(assets, monkeypatch, compose_run):
     from steering.tracking import job as runner
     from steering.tracking.runs import PARENT_FILE
 
-    first = evaluate(_cfg(assets, "resume=true", "method=direct", "strength=0.5"))
+    first = evaluate(compose_run("resume=true", "method=direct", "strength=0.5"))
 
     def fail(*_a, **_k):
         raise AssertionError("finished configuration evaluated again")
 
     monkeypatch.setattr(runner, "evaluate_configuration", fail)
-    again = evaluate(_cfg(assets, "resume=true", "method=direct", "strength=0.5"))
+    again = evaluate(compose_run("resume=true", "method=direct", "strength=0.5"))
     assert again.run_id == first.run_id
     assert again.metrics["dr_valence"] == pytest.approx(first.metrics["dr_valence"])
     pd.testing.assert_frame_equal(again.predictions, first.predictions, check_dtype=False)
@@ -212,18 +192,18 @@ def test_resume_skips_a_configuration_that_already_finished(assets, monkeypatch)
     (sweep_dir / PARENT_FILE).write_text(
         json.dumps({"run_id": parent.info.run_id, "sweep_id": "s2", "tracking_uri": uri})
     )
-    child = evaluate(_cfg(assets, "resume=true", "method=direct", "strength=0.5"), sweep_dir=sweep_dir)
+    child = evaluate(compose_run("resume=true", "method=direct", "strength=0.5"), sweep_dir=sweep_dir)
     run = client.get_run(child.run_id)
     assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert run.data.tags["resumed_from"] == first.run_id
     assert run.data.metrics["dr_valence"] == pytest.approx(first.metrics["dr_valence"])
     # A different configuration is not skipped.
     monkeypatch.undo()
-    other = evaluate(_cfg(assets, "resume=true", "method=direct", "strength=2"))
+    other = evaluate(compose_run("resume=true", "method=direct", "strength=2"))
     assert other.run_id != first.run_id
 
 
-def test_the_evaluation_runs_from_a_plan_without_any_config(assets):
+def test_the_evaluation_runs_from_a_plan_without_any_config(assets, compose_run):
     """The computation is driven by a typed plan alone and gives what the runner logged."""
     import dataclasses
 
@@ -233,9 +213,11 @@ def test_the_evaluation_runs_from_a_plan_without_any_config(assets):
     from steering.evaluation import EvaluationInputs, EvaluationPlan, evaluate_configuration
     from steering.signals import extract_signals
 
-    logged = evaluate(_cfg(assets, "method=bypass", "strength=2", "category=shuffled", "category.draws=2"))
+    logged = evaluate(compose_run("method=bypass", "strength=2", "category=shuffled", "category.draws=2"))
     model = load_model(assets["checkpoint"])
-    binning = dataclasses.replace(Binning.load(CONF + "/binning/9bin.yaml"), min_samples=3)
+    binning = dataclasses.replace(
+        Binning.load(Path(__file__).resolve().parents[1] / "conf" / "binning" / "9bin.yaml"), min_samples=3
+    )
     spec = SteeringSpec(select_connections(model.connections, "valence", "conv4"), method="bypass", strength=2.0)
     plan = EvaluationPlan(spec=spec, category="shuffled", draws=2, bootstrap_resamples=200)
     with FeatureFile(assets["features"]) as ff:

@@ -2,63 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
-from mlflow.tracking import MlflowClient
-
-from tests.conftest import sweep_assets
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    return sweep_assets(tmp_path_factory.mktemp("sweep"))
+def assets(sweep_assets):
+    """This module's sweeps share one set of tiny inputs."""
+    return sweep_assets
 
 
-def run_sweep(
-    assets, name: str, *overrides: str, timeout: int = 400, uri: str | None = None
-) -> tuple[subprocess.CompletedProcess, Path, str]:
-    """``python -m steering.run -m ...`` on the tiny assets; returns (process, sweep dir, tracking uri)."""
-    tmp = assets["tmp"]
-    uri = uri or f"sqlite:///{tmp}/{name}.db"
-    sweep_dir = tmp / name
-    cmd = [
-        sys.executable,
-        "-m",
-        "steering.run",
-        "-m",
-        *overrides,
-        f"model.checkpoint={assets['checkpoint']}",
-        f"data.path={assets['features']}",
-        f"tracking.uri={uri}",
-        f"cache.dir={tmp}/cache",
-        "binning.min_samples=3",
-        "metrics.bootstrap_resamples=100",
-        f"hydra.sweep.dir={sweep_dir}",
-    ]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp)
-    return proc, sweep_dir, uri
-
-
-def parent_and_children(uri: str, sweep_dir: Path):
-    info = json.loads((sweep_dir / "mlflow_parent.json").read_text())
-    client = MlflowClient(uri)
-    parent = client.get_run(info["run_id"])
-    children = client.search_runs([info["experiment_id"]], f"tags.`mlflow.parentRunId` = '{info['run_id']}'")
-    return client, info, parent, children
-
-
-def test_approaches_preset_fills_the_table_one_row_per_approach(assets):
+def test_approaches_preset_fills_the_table_one_row_per_approach(assets, run_sweep, parent_and_children):
     proc, sweep_dir, uri = run_sweep(assets, "approaches", "+experiment=approaches")
     assert proc.returncode == 0, proc.stderr[-3000:]
     client, info, parent, children = parent_and_children(uri, sweep_dir)
@@ -87,7 +49,7 @@ def test_approaches_preset_fills_the_table_one_row_per_approach(assets):
     assert "| 9bin_valence_conv4 |" in (sweep_dir / "comparison.md").read_text()
 
 
-def test_failed_jobs_show_as_failed_and_the_rest_make_the_table(assets):
+def test_failed_jobs_show_as_failed_and_the_rest_make_the_table(assets, run_sweep, parent_and_children):
     # arousal -> conv4 does not exist: those two jobs fail before any work.
     proc, sweep_dir, uri = run_sweep(assets, "partial", "pathway=valence,arousal", "layer=conv4", "strength=0,2")
     assert proc.returncode != 0  # Hydra reports the failure...
@@ -105,7 +67,7 @@ def test_failed_jobs_show_as_failed_and_the_rest_make_the_table(assets):
     assert "strength_response.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
-def test_parent_fails_when_every_job_fails(assets):
+def test_parent_fails_when_every_job_fails(assets, run_sweep, parent_and_children):
     proc, sweep_dir, uri = run_sweep(assets, "allfail", "pathway=arousal", "layer=conv4", "strength=0,1")
     assert proc.returncode != 0
     _, _, parent, children = parent_and_children(uri, sweep_dir)
@@ -131,11 +93,14 @@ def test_experiment_presets_compose_and_define_their_sweep(preset, jobs, swept):
     for value in params.values():
         n *= len(str(value).split(","))
     assert n == jobs
-    if preset == "strengths":
-        assert str(params.strength) == "0,0.1,0.3,0.5,0.7,1,1.5,2,5,10"
+    if preset == "strengths":  # a strength response: the unsteered point first, then rising strengths
+        strengths = [float(x) for x in str(params.strength).split(",")]
+        assert strengths[0] == 0 and strengths == sorted(set(strengths))
         assert (cfg.binning.name, cfg.pathway.name, cfg.layer.name) == ("9bin", "valence", "conv4")
-    if preset == "controls":
-        assert str(params.category) == "oracle,predicted,shuffled,random,mean"
+    if preset == "controls":  # the oracle condition against controls that are all known category modes
+        categories = str(params.category).split(",")
+        assert categories[0] == "oracle" and len(set(categories)) == len(categories) == jobs
+        assert set(categories) <= {p.stem for p in (ROOT / "conf" / "category").glob("*.yaml")}
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ from steering.engine import chunked
 from steering.engine.reuse import SweepReuse
 from steering.sweep.siblings import sweep_strengths
 from steering.tracking import job as runner
-from tests.test_run import _cfg, assets  # noqa: F401  (fixture)
 
 
 def _write_multirun(path, task, params=None):
@@ -28,7 +27,7 @@ def test_sweep_strengths_reads_overrides_and_sweeper_params(tmp_path):
     assert sweep_strengths(None) == []
 
 
-def test_sibling_strengths_share_one_forward_and_match_single_runs(assets, monkeypatch, tmp_path):  # noqa: F811
+def test_sibling_strengths_share_one_forward_and_match_single_runs(assets, monkeypatch, tmp_path, compose_run):
     sweep_dir = tmp_path / "sweep"
     _write_multirun(sweep_dir, ["strength=0,1,3"])
     calls = []
@@ -41,14 +40,14 @@ def test_sibling_strengths_share_one_forward_and_match_single_runs(assets, monke
     monkeypatch.setattr(chunked, "steer_from_shared", counting)
     reuse = SweepReuse(sweep_strengths(sweep_dir))  # as the app creates it per sweep
     swept = {
-        s: runner.evaluate(_cfg(assets, "method=bypass", f"strength={s}"), sweep_dir=sweep_dir, reuse=reuse)
+        s: runner.evaluate(compose_run("method=bypass", f"strength={s}"), sweep_dir=sweep_dir, reuse=reuse)
         for s in (0, 1, 3)
     }
     n_chunks = len(calls)
     assert n_chunks > 0 and all(c == 3 for c in calls)  # one pass over the chunks, 3 strengths each
     assert reuse.hits == 2 and len(reuse) == 1
     calls.clear()
-    single = runner.evaluate(_cfg(assets, "method=bypass", "strength=3"))
+    single = runner.evaluate(compose_run("method=bypass", "strength=3"))
     assert all(c == 1 for c in calls)
     np.testing.assert_allclose(
         swept[3].predictions.steered_valence, single.predictions.steered_valence, rtol=1e-4, atol=1e-5
@@ -56,13 +55,13 @@ def test_sibling_strengths_share_one_forward_and_match_single_runs(assets, monke
     assert swept[0].metrics["dr_valence"] != pytest.approx(swept[3].metrics["dr_valence"])
 
 
-def test_shared_work_is_read_back_from_the_disk_cache(assets, monkeypatch):  # noqa: F811
-    first = runner.evaluate(_cfg(assets, "method=direct", "strength=2"))
+def test_shared_work_is_read_back_from_the_disk_cache(assets, monkeypatch, compose_run):
+    first = runner.evaluate(compose_run("method=direct", "strength=2"))
 
     def fail(*_a, **_k):
         raise AssertionError("shared work recomputed despite the disk cache")
 
     monkeypatch.setattr(chunked, "shared_pass", fail)
-    again = runner.evaluate(_cfg(assets, "method=direct", "strength=2"))
+    again = runner.evaluate(compose_run("method=direct", "strength=2"))
     np.testing.assert_array_equal(first.predictions.steered_valence, again.predictions.steered_valence)
     np.testing.assert_array_equal(first.predictions.base_arousal, again.predictions.base_arousal)

@@ -6,20 +6,20 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import sweep_assets
-from tests.test_sweep import ROOT, parent_and_children, run_sweep
-
+ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("valence", "arousal")
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    return sweep_assets(tmp_path_factory.mktemp("inference"))
+def assets(sweep_assets):
+    """This module's sweeps share one set of tiny inputs."""
+    return sweep_assets
 
 
 def _standalone(assets, name: str, *overrides: str):
@@ -48,7 +48,7 @@ def _standalone(assets, name: str, *overrides: str):
     return run
 
 
-def test_strength_sweep_selects_on_val_and_confirms_the_best_row_once_on_test(assets):
+def test_strength_sweep_selects_on_val_and_confirms_the_best_row_once_on_test(assets, run_sweep, parent_and_children):
     proc, sweep_dir, uri = run_sweep(
         assets, "confirm", "method=bypass", "strength=0,1,3", "data.eval_split=val", "confirm=true"
     )
@@ -117,7 +117,7 @@ def test_strength_sweep_selects_on_val_and_confirms_the_best_row_once_on_test(as
     assert (out / info["sweep_id"] / "comparison.md").read_text() == text
 
 
-def test_controls_sweep_gets_contrasts_equal_to_the_difference_of_delta_r(assets):
+def test_controls_sweep_gets_contrasts_equal_to_the_difference_of_delta_r(assets, run_sweep, parent_and_children):
     proc, sweep_dir, uri = run_sweep(assets, "controls", "+experiment=controls")
     assert proc.returncode == 0, proc.stderr[-3000:]
     client, info, parent, children = parent_and_children(uri, sweep_dir)
@@ -156,7 +156,7 @@ def test_controls_sweep_gets_contrasts_equal_to_the_difference_of_delta_r(assets
         (["confirm.criterion=dr_valence", "confirm=true"], "confirm=true replaced confirm.criterion=dr_valence"),
     ],
 )
-def test_a_bad_confirm_setting_stops_the_sweep_before_any_job(assets, overrides, message):
+def test_a_bad_confirm_setting_stops_the_sweep_before_any_job(assets, overrides, message, run_sweep):
     proc, sweep_dir, uri = run_sweep(assets, "badconfirm", "strength=0,1", *overrides)
     assert proc.returncode == 2
     output = proc.stdout + proc.stderr

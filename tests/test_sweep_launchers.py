@@ -8,9 +8,13 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from tests.test_sweep import assets, parent_and_children, run_sweep  # noqa: F401  (module fixture)
-
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@pytest.fixture(scope="module")
+def assets(sweep_assets):
+    """This module's sweeps share one set of tiny inputs."""
+    return sweep_assets
 
 
 def _port_open(uri: str) -> bool:
@@ -20,7 +24,7 @@ def _port_open(uri: str) -> bool:
         return sock.connect_ex((host, int(port))) == 0
 
 
-def test_joblib_parallel_sweep_logs_every_run_through_a_local_server(assets):  # noqa: F811
+def test_joblib_parallel_sweep_logs_every_run_through_a_local_server(assets, run_sweep, parent_and_children):
     proc, sweep_dir, uri = run_sweep(
         assets, "joblib", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "strength=0,0.5,1,2", "method=bypass"
     )
@@ -43,7 +47,7 @@ def test_joblib_parallel_sweep_logs_every_run_through_a_local_server(assets):  #
     assert "View run" not in proc.stdout  # MLflow's own links would name the temporary server
 
 
-def test_submitit_local_sweep_nests_runs(assets):  # noqa: F811
+def test_submitit_local_sweep_nests_runs(assets, run_sweep, parent_and_children):
     proc, sweep_dir, uri = run_sweep(assets, "submitit", "hydra/launcher=submitit_local", "strength=0,1", timeout=500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, info, parent, children = parent_and_children(uri, sweep_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +15,8 @@ from steering.stats.metrics import pearson
 from steering.sweep import confirmation as conf
 from steering.sweep import contrasts as ctr
 from steering.sweep import steerability as steer
-from tests.test_sweep import CONF
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 # -- multiplicity ----------------------------------------------------------------------------------
 

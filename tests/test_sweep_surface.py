@@ -8,18 +8,25 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from steering.data import file_hash
 from steering.sweep.server import start_server
-from tests.test_sweep import ROOT, assets, parent_and_children, run_sweep  # noqa: F401  (module fixture)
 
 MLFLOW_OWN_FORMAT = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (INFO|WARNING) mlflow", re.MULTILINE)
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_parent_run_carries_fixed_config_varied_choices_summary_and_table(assets):  # noqa: F811
+@pytest.fixture(scope="module")
+def assets(sweep_assets):
+    """This module's sweeps share one set of tiny inputs."""
+    return sweep_assets
+
+
+def test_parent_run_carries_fixed_config_varied_choices_summary_and_table(assets, run_sweep, parent_and_children):
     proc, sweep_dir, uri = run_sweep(assets, "surface", "method=lrm,bypass", "strength=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     client, info, parent, children = parent_and_children(uri, sweep_dir)
@@ -66,7 +73,7 @@ def test_parent_run_carries_fixed_config_varied_choices_summary_and_table(assets
     assert f"#/experiments/{info['experiment_id']}/runs/{parent.info.run_id}" in proc.stdout
 
 
-def test_joblib_sweep_logs_to_an_already_running_server(assets):  # noqa: F811
+def test_joblib_sweep_logs_to_an_already_running_server(assets, run_sweep):
     tmp = assets["tmp"]
     backend = f"sqlite:///{tmp}/team.db"
     from steering.tracking.runs import configure
@@ -96,7 +103,7 @@ def test_joblib_sweep_logs_to_an_already_running_server(assets):  # noqa: F811
         server.stop()
 
 
-def test_slurm_launcher_without_slurm_stops_before_anything(assets, tmp_path):  # noqa: F811
+def test_slurm_launcher_without_slurm_stops_before_anything(assets, tmp_path):
     bin_dir = os.path.dirname(sys.executable)
     env = {
         **os.environ,

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from steering.sweep.server import LocalServer, free_port, mlflow_executable, wait_healthy
-from tests.test_sweep import ROOT, assets, run_sweep  # noqa: F401  (module fixture)
 
 PG_BINS = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
 USER, PASSWORD, DATABASE = "mlflow", "steering-test-pw", "mlflow"
@@ -30,6 +29,13 @@ pytestmark = [
     pytest.mark.skipif(not PG_BINS, reason="PostgreSQL is not installed (Debian: apt-get install postgresql)"),
     pytest.mark.slow,
 ]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def assets(sweep_assets):
+    """This module's sweeps share one set of tiny inputs."""
+    return sweep_assets
 
 
 def _unprivileged() -> tuple[int, int] | None:
@@ -130,7 +136,7 @@ def team_server(postgres, tmp_path_factory):
     server.stop()
 
 
-def test_sweep_and_report_through_a_postgresql_backed_server(postgres, team_server, assets):  # noqa: F811
+def test_sweep_and_report_through_a_postgresql_backed_server(postgres, team_server, assets, run_sweep):
     from mlflow.tracking import MlflowClient
 
     uri = team_server["uri"]

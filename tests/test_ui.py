@@ -13,7 +13,6 @@ import pytest
 
 from steering.sweep.server import start_server
 from steering.tracking.runs import configure
-from tests.test_sweep import assets, run_sweep  # noqa: F401  (module fixture)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -21,6 +20,12 @@ pytestmark = pytest.mark.skipif(
 )
 RUNS = {"9bin-valence-conv4-lrm-s1.5-oracle": 0.0123, "9bin-valence-conv4-bypass-s2-oracle": -0.0456}
 SCREENSHOTS = os.environ.get("STEERING_UI_SCREENSHOTS")  # a folder to keep screenshots in, for a human look
+
+
+@pytest.fixture(scope="module")
+def assets(sweep_assets):
+    """This module's sweeps share one set of tiny inputs."""
+    return sweep_assets
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +91,7 @@ def test_run_page_shows_the_delta_r_metrics(ui, browser):
 
 
 @pytest.fixture(scope="module")
-def sweep_ui(assets):  # noqa: F811
+def sweep_ui(assets, run_sweep):
     """A real 2-job sweep (method=lrm,bypass at one strength) and the UI over its store."""
     proc, sweep_dir, uri = run_sweep(assets, "ui-sweep", "method=lrm,bypass", "strength=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
