@@ -118,9 +118,9 @@ def _one_torch_thread():
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
     """Each test starts without the in-process caches of earlier tests (files differ per test)."""
-    from steering import run
     from steering.engine import store
+    from steering.sweep.context import end_sweep
 
     store.clear_memory()
-    run._current_sweep.clear()
+    end_sweep()
     yield

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from steering import load_model
+from steering.assets.demo import DemoAssets, demo_features, demo_key, ensure_demo
+from steering.config.schema import ArchConf, DemoConf, FrontendConf, SyntheticConf, TrainConf
 from steering.data import FeatureFile
-from steering.demo import DemoAssets, demo_features, demo_key, ensure_demo
 
-TINY_ARCH = {"channels": [4, 8, 8, 16], "embedding_size": 16, "head_hidden": 12, "mel_bins": 64}
+TINY_ARCH = ArchConf(channels=[4, 8, 8, 16], embedding_size=16, head_hidden=12, mel_bins=64)
 
 
-def tiny_demo(tmp_path, **train) -> dict:
-    return {
-        "cache_dir": str(tmp_path / "from_config"),
-        "workers": 1,
-        "progress": False,
-        "synthetic": {"n_clips": 30, "duration": 0.7, "seed": 0},
-        "frontend": {"frames": 64},
-        "train": {"epochs": 1, "batch_size": 8, "num_threads": 1, **train},
-    }
+def tiny_demo(tmp_path, **train) -> DemoConf:
+    return DemoConf(
+        cache_dir=str(tmp_path / "from_config"),
+        workers=1,
+        progress=False,
+        synthetic=SyntheticConf(n_clips=30, duration=0.7, seed=0),
+        frontend=FrontendConf(frames=64),
+        train=TrainConf(epochs=1, batch_size=8, num_threads=1, device="cpu", **train),
+    )
 
 
 def test_build_then_reuse(tmp_path, monkeypatch):
@@ -37,23 +39,28 @@ def test_build_then_reuse(tmp_path, monkeypatch):
         assert key in info and key in assets.info
     assert info["test_feedback_effect_valence"] > 0  # the model's own feedback moves its output
 
-    import steering.demo as demo_module
+    import steering.assets.demo as demo_module
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cached demo must not be retrained")
 
     monkeypatch.setattr(demo_module, "train_model", no_training)
     monkeypatch.setattr(demo_module, "prepare_synthetic", no_training)
-    again = ensure_demo({**tiny_demo(tmp_path), "workers": 2, "progress": True}, TINY_ARCH)
+    again = ensure_demo(replace(tiny_demo(tmp_path), workers=2, progress=True), TINY_ARCH)
     assert again == assets and again.info == assets.info
 
 
 def test_cache_key_follows_the_recipe(tmp_path):
     base = tiny_demo(tmp_path)
     key = demo_key(base, TINY_ARCH)
-    assert demo_key({**base, "cache_dir": "/elsewhere", "workers": 4}, TINY_ARCH) == key
-    assert demo_key({**base, "synthetic": {**base["synthetic"], "seed": 1}}, TINY_ARCH) != key
-    assert demo_key(base, {**TINY_ARCH, "embedding_size": 32}) != key
+    assert demo_key(replace(base, cache_dir="/elsewhere", workers=4, progress=True), TINY_ARCH) == key
+    assert demo_key(replace(base, train=replace(base.train, progress=False)), TINY_ARCH) == key
+    assert demo_key(replace(base, synthetic=replace(base.synthetic, seed=1)), TINY_ARCH) != key
+    assert demo_key(base, replace(TINY_ARCH, embedding_size=32)) != key
+    # Keys the sections share with the apps count once set away from the demo's default.
+    assert demo_key(replace(base, frontend=replace(base.frontend, resampler="auto")), TINY_ARCH) == key
+    assert demo_key(replace(base, train=replace(base.train, weight_decay=0.1)), TINY_ARCH) != key
+    assert demo_key(replace(base, train=replace(base.train, device="cuda")), TINY_ARCH) != key
 
 
 def test_incomplete_build_is_redone(tmp_path, monkeypatch):

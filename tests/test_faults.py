@@ -24,8 +24,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from steering.cli import error_line
 from steering.data import write_feature_file
-from steering.errors import ResultError, error_line
+from steering.errors import ResultError
 from steering.tracking.job import evaluate
 from tests.conftest import make_feature_arrays, reference_state
 

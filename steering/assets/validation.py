@@ -135,7 +135,7 @@ def check_run_options(cfg: Mapping) -> None:
     choice(cfg, "signals.split", SPLIT_NAMES)
     if not isinstance(_select(cfg, "signals.path", None), str | type(None)):
         raise ConfigError("signals.path", "must be a file path or null")
-    binning = Binning.from_mapping(cfg["binning"])
+    binning = Binning.from_conf(cfg["binning"])
     if cfg["category"]["name"] == "fixed":
         target = _select(cfg, "category.target", None)
         if not target:
@@ -321,9 +321,10 @@ def check_signals_options(cfg: Mapping) -> None:
 
 def check_train_options(cfg: Mapping) -> None:
     """``conf/train.yaml``: training hyper-parameters, device, output checkpoint, given files."""
-    from steering.model.training import TrainConfig
+    from steering.config.schema import TrainConf
+    from steering.model.training import check_settings
 
-    given = cfg["train"]  # keys left out take TrainConfig's defaults
+    given = cfg["train"]  # keys left out take TrainConf's defaults
     for option in ("epochs", "batch_size", "eval_batch_size", "forward_passes"):
         if option in given:
             integer(cfg, f"train.{option}", minimum=1)
@@ -341,7 +342,7 @@ def check_train_options(cfg: Mapping) -> None:
     check_input_paths(cfg)
     check_output_path(cfg, "checkpoint")
     try:
-        TrainConfig.from_mapping(dict(cfg["train"]))
+        check_settings(TrainConf(**dict(cfg["train"])))
     except (TypeError, ValueError) as exc:
         raise ConfigError("train", str(exc)) from None
 

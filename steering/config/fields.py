@@ -9,10 +9,15 @@ the command line stops at composition with Hydra's message naming the key.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import field, fields
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: OmegaConf's marker of a mandatory value (a plain string, so this module needs no OmegaConf).
 MISSING: Any = "???"
@@ -67,3 +72,67 @@ class Checked:
             found = problem(check, getattr(self, f.name)) if check else None
             if found:
                 raise ValueError(f"{type(self).__name__}.{f.name}: {found}")
+
+
+_KINDS = {int: "Integer", float: "Float", str: "String", bool: "Boolean"}
+
+
+def _scalar(kind: type, value: Any, where: str) -> Any:
+    if value is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    try:
+        if kind is bool or isinstance(value, bool) or (kind is int and float(value) != int(value)):
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{where}: Value '{value}' of type '{type(value).__name__}' could not be converted to {_KINDS[kind]}"
+        ) from None
+
+
+def _value(hint: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if value is None or hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return parse(hint, value, where)  # type: ignore[arg-type]
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        return [_value(args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _value(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    return _scalar(hint, value, where) if hint in _KINDS else value
+
+
+def parse(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+    """A config dataclass from plain data (a user's YAML file), in OmegaConf's words on a problem.
+
+    For files the library reads itself (a binning scheme); the apps' configs go through Hydra.
+    A problem raises ``ValueError("<key>: <problem>")``.
+    """
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    prefix = f"{where}." if where else ""
+    for key in data:
+        if key not in known:
+            raise ValueError(f"{prefix}{key}: Key '{key}' not in '{cls.__name__}'")
+    values: dict[str, Any] = {}
+    for name, f in known.items():
+        if name not in data:
+            no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if no_default or f.default == MISSING:
+                raise ValueError(f"{prefix}{name}: Missing mandatory value")
+            continue
+        values[name] = _value(hints[name], data[name], f"{prefix}{name}")
+        found = problem(f.metadata[CHECK], values[name]) if CHECK in f.metadata else None
+        if found:
+            raise ValueError(f"{prefix}{name}: {found}")
+    return cls(**values)

@@ -16,10 +16,12 @@ import h5py
 import numpy as np
 import torch
 
+from steering.errors import SteeringError
+
 REQUIRED_KEYS = ("feature", "valence", "arousal", "audio_name")
 
 
-class FeatureFileError(ValueError):
+class FeatureFileError(SteeringError, ValueError):
     """A feature file that is missing, malformed or holds invalid values."""
 
 

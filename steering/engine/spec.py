@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from steering.errors import SteeringError
 from steering.model.lrm import PATHWAYS, Connection
 
 METHODS = ("lrm", "bypass", "modulation", "direct")
 PATHWAY_CHOICES = ("valence", "arousal", "dual")
 
 
-class SteeringConfigError(ValueError):
+class SteeringConfigError(SteeringError, ValueError):
     """A steering configuration the model cannot carry out."""
 
 

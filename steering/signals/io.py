@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from steering.data.binning import Binning, BinningError
+from steering.errors import SteeringError
 from steering.signals.signalset import PATHWAYS, SIGNAL_DIM, SignalSet
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ VECTOR_KEYS = {p: f"{p}_128d" for p in PATHWAYS}
 COUNT_KEY = "samples_count"
 
 
-class SignalFileError(ValueError):
+class SignalFileError(SteeringError, ValueError):
     """A signal file that is missing or malformed."""
 
 

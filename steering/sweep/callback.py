@@ -44,6 +44,7 @@ from mlflow.entities import Metric  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from steering.cli import on_interrupt  # noqa: E402
 from steering.errors import TrackingError, one_line  # noqa: E402
 from steering.stats import multiplicity as mult  # noqa: E402
 from steering.sweep import confirmation as conf  # noqa: E402
@@ -174,6 +175,7 @@ class MlflowSweepCallback(Callback):
         }
         # Registered before the server starts, so an interrupt while it starts still closes the parent.
         _ACTIVE.update(info=info, sweep_dir=sweep_dir, server=None, done=False, confirm=confirm, bootstrap=bootstrap)
+        on_interrupt(mark_interrupted)  # Ctrl-C or SIGTERM of the app ends the parent KILLED
         atexit.register(_finish_at_exit)
         server = self._maybe_start_server(config, backend_uri, sweep_dir)
         if server is not None:

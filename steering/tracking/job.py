@@ -142,11 +142,15 @@ def evaluate(
     ``reuse``: the sweep's :class:`SweepReuse` (created per sweep by the app), so sibling strengths
     share one forward; ``None`` computes only this run's strength.
     """
+    # Transitional until evaluate reads the typed RunConfig itself: steering.run passes the typed
+    # config, direct callers may still pass a composed DictConfig.
+    config = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
+    cfg = OmegaConf.structured(config)
     check_run_options(cfg)
     check_input_paths(cfg)
     check_tracking(tracking_uri(cfg, sweep_dir))
     device = resolve_device(cfg.device)
-    binning = Binning.from_mapping(cfg.binning)
+    binning = Binning.from_conf(config.binning)
     if cfg.model.get("checkpoint") is None and cfg.model.get("arch") is not None:
         # Validate the choice against the demo architecture before building anything.
         arch_conns = tuple(Connection.parse(c) for c in cfg.model.arch.connections)
@@ -154,7 +158,7 @@ def evaluate(
     trust = bool(cfg.model.get("trust_pickle", False))
     # A given checkpoint is checked before a missing feature file makes the demo build.
     model = load_model(cfg.model.checkpoint, device=device, trust_pickle=trust) if cfg.model.get("checkpoint") else None
-    checkpoint, features = resolve_inputs(cfg)
+    checkpoint, features = resolve_inputs(config)
     model = model or load_model(checkpoint, device=device, trust_pickle=trust)
     spec = steering_spec(cfg, model.connections)
     check_run_inputs(cfg, model, features, binning)
@@ -291,6 +295,7 @@ def _log_tables(result: RunResult) -> None:
 
 def summary(cfg: DictConfig, result: RunResult, sweep_dir: str | Path | None = None) -> str:
     """A few human lines for the terminal and the job's log, ending with how to open the run."""
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)  # transitional, as in evaluate
     m = result.metrics
     name = run_name(cfg, sweep_choices(sweep_dir))
     lines = [f"steering run {name}  (n={int(m['n_eval'])}, coverage {m['coverage']:.1%})"]
