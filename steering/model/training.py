@@ -136,6 +136,36 @@ def train_model(
         return _train(features_path, model_config, cfg, Path(checkpoint_path), log_metrics)
 
 
+def _epoch(
+    model: LRMEmotionNet,
+    ff: FeatureFile,
+    order: np.ndarray,
+    cfg: TrainConf,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    device: torch.device | str,
+    bar: tqdm,
+    epoch: int,
+) -> list[float]:
+    """One pass over the train clips in ``order``; the loss of each optimiser step."""
+    model.train()
+    losses: list[float] = []
+    for batch in ff.batches(order, cfg.batch_size):
+        if len(batch.indices) < 2:  # BatchNorm needs two samples
+            continue
+        outs = model(batch.features.to(device), forward_passes=cfg.forward_passes, return_list=True)
+        loss = pass_loss(outs, batch.valence.to(device), batch.arousal.to(device), cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
+    return losses
+
+
 def _train(
     features_path: str | Path,
     model_config: ModelConfig | ArchConf,
@@ -176,22 +206,8 @@ def _train(
         bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="train", disable=not cfg.progress, unit="step")
         try:
             for epoch in range(1, cfg.epochs + 1):
-                model.train()
-                losses = []
-                for batch in ff.batches(rng.permutation(train_idx), cfg.batch_size):
-                    if len(batch.indices) < 2:  # BatchNorm needs two samples
-                        continue
-                    outs = model(batch.features.to(device), forward_passes=cfg.forward_passes, return_list=True)
-                    loss = pass_loss(outs, batch.valence.to(device), batch.arousal.to(device), cfg)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    if scheduler is not None:
-                        scheduler.step()
-                    step += 1
-                    losses.append(float(loss.detach()))
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
+                losses = _epoch(model, ff, rng.permutation(train_idx), cfg, optimizer, scheduler, device, bar, epoch)
+                step += len(losses)
                 val = evaluate(model, ff, val_idx, cfg.forward_passes, cfg.eval_batch_size, device)
                 metrics = {"train_loss": float(np.mean(losses)) if losses else float("nan"), **val.summary("val")}
                 metrics["lr"] = optimizer.param_groups[0]["lr"]
