@@ -14,11 +14,9 @@ import logging
 import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
-
-from steering.config import config_dir
-from steering.errors import one_line_errors
+from steering.cli import hydra_app, run_app
+from steering.config.schema import ReportConfig
+from steering.tracking.preflight import tracking_environment
 
 # pandas, MLflow and the sweep modules load inside main, after composition: --help stays fast.
 
@@ -31,9 +29,8 @@ def _fail(what: str, problem: str) -> None:
     sys.exit(2)
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="report")
-@one_line_errors
-def main(cfg: DictConfig) -> None:
+@hydra_app("report")
+def main(cfg: ReportConfig) -> None:
     from mlflow.tracking import MlflowClient
 
     from steering.sweep import table as tbl
@@ -59,9 +56,6 @@ def main(cfg: DictConfig) -> None:
 
 def cli() -> None:
     """Console-script entry point: one-line errors (exit 2), SIGTERM handled like Ctrl-C."""
-    from steering.errors import run_app
-    from steering.tracking.preflight import tracking_environment
-
     tracking_environment()  # before MLflow is imported: it decides on telemetry at import
     run_app(main)
 

@@ -27,6 +27,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from steering.errors import run_app
+    from steering.cli import run_app
 
     run_app(lambda: sys.exit(main()))

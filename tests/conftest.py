@@ -120,23 +120,28 @@ def compose_config():
 
 
 @pytest.fixture(scope="session")
-def tiny_arch() -> dict:
-    return dict(TINY_ARCH)
+def tiny_arch():
+    """The demo's model section (``model.arch``) at test size."""
+    from steering.config.schema import ArchConf
+
+    return ArchConf(**TINY_ARCH)
 
 
 @pytest.fixture(scope="session")
 def tiny_demo():
     """``tiny_demo(tmp_path, **train)``: a demo section that builds in seconds (30 clips, one epoch)."""
 
-    def make(tmp_path, **train) -> dict:
-        return {
-            "cache_dir": str(tmp_path / "from_config"),
-            "workers": 1,
-            "progress": False,
-            "synthetic": {"n_clips": 30, "duration": 0.7, "seed": 0},
-            "frontend": {"frames": 64},
-            "train": {"epochs": 1, "batch_size": 8, "num_threads": 1, **train},
-        }
+    from steering.config.schema import DemoConf, FrontendConf, SyntheticConf, TrainConf
+
+    def make(tmp_path, **train) -> DemoConf:
+        return DemoConf(
+            cache_dir=str(tmp_path / "from_config"),
+            workers=1,
+            progress=False,
+            synthetic=SyntheticConf(n_clips=30, duration=0.7, seed=0),
+            frontend=FrontendConf(frames=64),
+            train=TrainConf(epochs=1, batch_size=8, num_threads=1, device="cpu", **train),
+        )
 
     return make
 
@@ -272,7 +277,7 @@ def _one_torch_thread():
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
     """Each test starts without the in-process caches of earlier tests (files differ per test)."""
-    from steering import run
+    from steering.sweep.context import end_sweep
 
-    run._current_sweep.clear()
+    end_sweep()
     yield

@@ -58,7 +58,7 @@ def toy_model(monkeypatch):
     registry = MappingProxyType({**backbone_registry.BACKBONES, "strided": StridedTanh})
     monkeypatch.setattr(backbone_registry, "BACKBONES", registry)
     torch.manual_seed(0)
-    cfg = ModelConfig.from_mapping({"backbone": "strided", "channels": [4, 6, 8, 8], "embedding_size": 10})
+    cfg = ModelConfig(backbone="strided", channels=(4, 6, 8, 8), embedding_size=10)
     model = LRMEmotionNet(cfg).eval()
     with torch.no_grad():  # ModBlocks start near zero; make the feedback matter
         for p in model.lrm.parameters():

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
+from steering.config.fields import parse
+from steering.config.schema import BinningConf
 from steering.data.binning import Binning, BinningError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "binning"
@@ -101,10 +102,9 @@ def test_aliases_and_canonical_names():
     assert b9.is_category("neutral_moderate")
 
 
-def test_from_mapping_accepts_hydra_config_and_round_trips():
-    cfg = OmegaConf.load(CONF / "25bin.yaml")
-    b = Binning.from_mapping(cfg)
-    assert Binning.from_mapping(b.to_dict()) == b
+def test_from_conf_round_trips():
+    b = Binning.load(CONF / "25bin.yaml")
+    assert Binning.from_conf(parse(BinningConf, b.to_dict())) == b
     assert b.aliases == {"middle": "moderate"}
 
 

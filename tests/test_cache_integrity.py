@@ -75,13 +75,13 @@ def _signal_set(value: float) -> SignalSet:
 
 
 def test_altered_cached_signals_are_rebuilt(tmp_path, caplog):
-    binning = Binning.from_mapping(
-        {
-            "name": "9bin",
-            "valence": {"thresholds": [-0.3, 0.3], "names": ["negative", "neutral", "positive"]},
-            "arousal": {"thresholds": [-0.3, 0.3], "names": ["weak", "moderate", "strong"]},
-            "min_samples": 1,
-        }
+    binning = Binning(
+        name="9bin",
+        valence_thresholds=(-0.3, 0.3),
+        valence_names=("negative", "neutral", "positive"),
+        arousal_thresholds=(-0.3, 0.3),
+        arousal_names=("weak", "moderate", "strong"),
+        min_samples=1,
     )
     builds = []
 
@@ -134,7 +134,7 @@ def test_altered_reference_activations_are_recomputed(tmp_path, monkeypatch, cap
 
 
 def test_altered_demo_features_and_model_are_rebuilt(tmp_path, monkeypatch, caplog, tiny_arch, tiny_demo):
-    from steering.demo import ensure_demo
+    from steering.assets.demo import ensure_demo
 
     monkeypatch.setenv("STEERING_CACHE_DIR", str(tmp_path / "cache"))
     assets = ensure_demo(tiny_demo(tmp_path), tiny_arch)

@@ -17,6 +17,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf, ValidationError
 
 from steering.config import SCHEMAS, config_dir, schema
+from steering.config.hydra import structured
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -45,20 +46,20 @@ def test_config_dir_is_the_checkout_conf_here():
 @pytest.mark.parametrize("app", APPS)
 def test_every_app_composes_with_its_schema(app):
     cfg = composed(app)
-    assert OmegaConf.get_type(cfg) is SCHEMAS[f"{app}_schema"]
+    assert issubclass(OmegaConf.get_type(cfg), SCHEMAS[f"{app}_schema"])
 
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in RUN_GROUPS for o in options(g)])
 def test_every_group_option_composes_into_the_run_schema(group, option):
     cfg = composed("run", f"{group}={option}")
-    assert OmegaConf.get_type(cfg[group]) is type(schema.RunConfig().__dict__[group])
+    assert issubclass(OmegaConf.get_type(cfg[group]), type(schema.RunConfig().__dict__[group]))
     OmegaConf.to_container(cfg[group], throw_on_missing=True)  # every key the schema requires is set
 
 
 @pytest.mark.parametrize("option", options("source"))
 def test_every_source_option_composes_with_its_own_schema(option):
     cfg = composed("prepare", f"source={option}")
-    assert OmegaConf.get_type(cfg.source) is SCHEMAS[f"source_{option}_schema"]
+    assert issubclass(OmegaConf.get_type(cfg.source), SCHEMAS[f"source_{option}_schema"])
     assert cfg.source.name == option
 
 
@@ -130,7 +131,7 @@ def test_bad_value_of_a_group_option_names_the_key():
 
 def test_checks_survive_deep_copy_and_pickling():
     """Hydra copies configs and the joblib launcher pickles them: the checks must travel with the nodes."""
-    cfg = OmegaConf.structured(schema.RunConfig)
+    cfg = structured(schema.RunConfig)
     for clone in (copy.deepcopy(cfg), pickle.loads(pickle.dumps(cfg))):
         clone.batch_size = 4
         with pytest.raises(ValidationError, match="must be >= 1"):
@@ -202,13 +203,43 @@ def test_unknown_method_name_override_stops_before_any_work_naming_the_option(tm
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "demo").exists()
 
 
-def test_demo_section_keeps_the_keys_of_its_yaml():
-    """The demo's cache key hashes this section: the schema must add no key the YAML does not set."""
-    cfg = composed("run")
-    yaml = OmegaConf.load(CONF / "demo" / "default.yaml")
-    assert OmegaConf.to_container(cfg.demo).keys() == OmegaConf.to_container(yaml).keys()
+def test_demo_schema_defaults_are_its_yaml():
+    """Built by hand (no Hydra), the demo section is the one conf/demo/default.yaml gives."""
+    yaml = OmegaConf.to_container(OmegaConf.load(CONF / "demo" / "default.yaml"))
+    by_hand = OmegaConf.to_container(OmegaConf.structured(schema.DemoConf()))
     for section in ("synthetic", "frontend", "train"):
-        assert set(cfg.demo[section]) == set(yaml[section]), section
+        assert {k: by_hand[section][k] for k in yaml[section]} == yaml[section], section
+
+
+#: Values for the keys that interpolate ${hydra:...} (resolved only inside an app).
+OUTSIDE_AN_APP = {
+    "run": ("cache.dir=/c", "demo.cache_dir=/c", "tracking.uri=sqlite:///m.db"),
+    "signals": ("demo.cache_dir=/c", "output=s.json"),
+    "train": ("checkpoint=m.pth", "demo.cache_dir=/c", "tracking.uri=sqlite:///m.db"),
+    "prepare": ("output=f.h5",),
+    "report": ("out=r", "tracking.uri=sqlite:///m.db"),
+}
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_to_object_gives_the_plain_dataclasses(app):
+    typed = OmegaConf.to_object(composed(app, *OUTSIDE_AN_APP[app]))
+    assert isinstance(typed, SCHEMAS[f"{app}_schema"])
+    if app in ("run", "train"):
+        assert isinstance(typed.demo.train, schema.TrainConf) and isinstance(typed.model.arch, schema.ArchConf)
+        assert isinstance(typed.demo.frontend, schema.FrontendConf)
+    if app == "prepare":
+        assert isinstance(typed.source, schema.FolderSourceConf) and isinstance(typed.frontend, schema.FrontendConf)
+
+
+def test_checks_apply_to_a_dataclass_built_by_hand():
+    assert schema.TrainConf(epochs=3).epochs == 3
+    with pytest.raises(ValueError, match="epochs: Value '0' must be >= 1"):
+        schema.TrainConf(epochs=0)
+    with pytest.raises(ValueError, match="resampler: Value 'linear' is not one of"):
+        schema.FrontendConf(resampler="linear")
+    with pytest.raises(ValueError, match="not a finite number"):
+        schema.RunConfig(strength=float("inf"))
 
 
 def test_command_line_error_is_short_and_creates_nothing(tmp_path):

@@ -25,8 +25,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from steering.cli import error_line
 from steering.data import write_feature_file
-from steering.errors import ResultError, error_line
+from steering.errors import ResultError
 from steering.tracking.job import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from steering.audio.frontend import AudioError, FrontEndConfig, LogMel, frontend_config, load_audio, mel_filterbank
+from steering.audio.frontend import AudioError, LogMel, load_audio, mel_filterbank
+from steering.config.schema import FrontendConf
 
 librosa = pytest.importorskip("librosa")
 SR = 32000
 
 
-def _librosa_db(y: np.ndarray, cfg: FrontEndConfig) -> np.ndarray:
+def _librosa_db(y: np.ndarray, cfg: FrontendConf) -> np.ndarray:
     mel = librosa.feature.melspectrogram(
         y=y, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.mel_bins,
         fmin=cfg.fmin, fmax=cfg.fmax, power=2.0,
@@ -30,14 +31,14 @@ def _test_signal(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 def test_mel_filterbank_matches_librosa():
-    cfg = FrontEndConfig()
+    cfg = FrontendConf()
     ref = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.mel_bins, fmin=cfg.fmin, fmax=cfg.fmax)
     np.testing.assert_allclose(mel_filterbank(cfg), ref, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize("seconds", [1.0, 1.37])
 def test_matches_librosa_within_0_01_db(seconds):
-    cfg = FrontEndConfig(frames=400)
+    cfg = FrontendConf(frames=400)
     y = _test_signal(seconds)
     ours = LogMel(cfg)(y)
     ref = _librosa_db(y, cfg)
@@ -48,20 +49,20 @@ def test_matches_librosa_within_0_01_db(seconds):
 
 def test_pads_with_floor_and_cuts():
     y = _test_signal(1.0)
-    feats = LogMel(FrontEndConfig(frames=200))(y)
+    feats = LogMel(FrontendConf(frames=200))(y)
     n = 1 + len(y) // 320
     assert feats.shape == (200, 64) and feats.dtype == np.float32
     assert np.all(feats[n:] == -80.0)
-    old = LogMel(FrontEndConfig(frames=200, pad_with_floor=False))(y)
+    old = LogMel(FrontendConf(frames=200, pad_with_floor=False))(y)
     assert np.all(old[n:] == 0.0)
     np.testing.assert_array_equal(old[:n], feats[:n])
-    cut = LogMel(FrontEndConfig(frames=50))(y)
+    cut = LogMel(FrontendConf(frames=50))(y)
     np.testing.assert_array_equal(cut, feats[:50])
 
 
 @pytest.mark.parametrize("resampler", ["poly", "auto"])
 def test_file_mixdown_and_resampling(tmp_path, resampler):
-    cfg = FrontEndConfig(frames=120, resampler=resampler)
+    cfg = FrontendConf(frames=120, resampler=resampler)
     y32 = _test_signal(1.0)
     stereo = np.stack([y32 * 1.5, y32 * 0.5], axis=1)  # mean == y32
     sf.write(tmp_path / "stereo.wav", stereo.astype(np.float32), SR, subtype="FLOAT")
@@ -88,7 +89,7 @@ def test_resampled_file_matches_librosa_load(tmp_path, rate):
     t = np.arange(int(rate * 1.2)) / rate
     y = 0.3 * np.sin(2 * np.pi * 700 * t) * (1 + np.sin(2 * np.pi * 2 * t)) + 0.05 * rng.standard_normal(t.size)
     sf.write(tmp_path / "x.wav", np.stack([y, 0.5 * y], axis=1), rate, subtype="PCM_16")
-    cfg = FrontEndConfig(frames=150)
+    cfg = FrontendConf(frames=150)
     ours = LogMel(cfg).file(tmp_path / "x.wav")
     ref = _librosa_db(librosa.load(tmp_path / "x.wav", sr=SR)[0], cfg)
     np.testing.assert_array_less(np.abs(ours[: ref.shape[0]] - ref), 0.01)
@@ -102,7 +103,7 @@ def test_bad_audio_names_the_file(tmp_path):
 
 
 def test_unknown_frontend_key():
-    with pytest.raises(ValueError, match="hop"):
-        frontend_config({"hop": 10})
+    with pytest.raises(TypeError, match="hop"):
+        FrontendConf(hop=10)
     with pytest.raises(ValueError, match="resampler"):
-        FrontEndConfig(resampler="linear")
+        FrontendConf(resampler="linear")

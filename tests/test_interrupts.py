@@ -240,10 +240,9 @@ def test_resume_marks_running_runs_of_dead_processes_failed(tmp_path):
 def test_sigterm_wrapped_in_a_library_error_still_ends_as_interrupted(monkeypatch, capsys):
     """A SIGTERM that lands inside a library (Hydra composing the next job) may come back as another
     exception; the app must still exit 143 with the interrupted line, not a one-line config error."""
-    from steering import errors
+    from steering import cli, errors
 
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    monkeypatch.setitem(errors._SIGTERM_RECEIVED, "value", False)
     previous = signal.getsignal(signal.SIGTERM)
 
     def composing_the_next_job() -> None:
@@ -255,7 +254,7 @@ def test_sigterm_wrapped_in_a_library_error_still_ends_as_interrupted(monkeypatc
 
     try:
         with pytest.raises(SystemExit) as info:
-            errors.run_app(composing_the_next_job)
+            cli.run_app(composing_the_next_job)
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert info.value.code == 128 + signal.SIGTERM

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from steering import load_model
+from steering.config.schema import ArchConf
 from steering.model import CheckpointError, Connection, LRMEmotionNet, ModelConfig, load_backbone
 from steering.model.checkpoint import reference_state_dict, save_checkpoint
 
@@ -204,9 +205,10 @@ def test_eval_mode_is_deterministic(tiny_model):
 
 
 def test_config_built_model_round_trips_through_reference_layout(tmp_path):
-    cfg = ModelConfig.from_mapping(
-        {"channels": [8, 8, 16, 16], "embedding_size": 24, "connections": [["valence", "conv4"], "arousal->conv1"]}
+    arch = ArchConf(
+        channels=[8, 8, 16, 16], embedding_size=24, connections=[["valence", "conv4"], ["arousal", "conv1"]]
     )
+    cfg = ModelConfig.from_arch(arch)
     model = LRMEmotionNet(cfg).eval()
     state = reference_state_dict(model)
     assert state["visual_system.base.logmel_extractor.melW"].shape == (513, 64)

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from steering.audio.frontend import FrontEndConfig, LogMel
+from steering.audio.folder import PrepareError, prepare_folder, read_ratings
+from steering.audio.frontend import LogMel
+from steering.config.schema import FolderSourceConf, FrontendConf, PrepareConfig, SyntheticSourceConf
 from steering.data import FeatureFile
-from steering.prepare import PrepareError, prepare_folder, read_ratings, run
+from steering.prepare import run
 
 SR = 32000
-FE = {"frames": 40}
+FE = FrontendConf(frames=40)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,7 +55,7 @@ def test_folder_to_feature_file(audio_folder, tmp_path, caplog):
         np.testing.assert_allclose(ff.valence, [0.5, -0.25, 0.1])
         np.testing.assert_allclose(ff.arousal, [-0.5, 0.75, 0.0])
         batch = ff.read([0, 1, 2])
-    front = LogMel(FrontEndConfig(frames=40))
+    front = LogMel(FrontendConf(frames=40))
     stored, _ = sf.read(audio_folder / "nature" / "birds" / "a.wav")  # 16-bit PCM as written
     np.testing.assert_allclose(batch.features[0].numpy(), front(stored), atol=1e-4)
     assert batch.features.shape == (3, 40, 64)
@@ -99,12 +101,8 @@ def test_write_is_atomic(audio_folder, tmp_path, monkeypatch):
 
 
 def test_run_synthetic_source(tmp_path):
-    cfg = {
-        "source": {"name": "synthetic", "n_clips": 5, "duration": 0.2, "seed": 1, "workers": 1},
-        "frontend": FE,
-        "output": str(tmp_path / "syn.h5"),
-    }
-    with FeatureFile(run(cfg)) as ff:
+    source = SyntheticSourceConf(n_clips=5, duration=0.2, seed=1, workers=1)
+    with FeatureFile(run(PrepareConfig(source=source, frontend=FE, output=str(tmp_path / "syn.h5")))) as ff:
         assert len(ff) == 5 and ff.frames == 40
         assert ff.audio_names[0] == "synth_00000.wav"
 
@@ -121,6 +119,6 @@ def test_hydra_cli(audio_folder, tmp_path):
 
 def test_missing_audio_dir_is_named(tmp_path):
     with pytest.raises(PrepareError, match="source.audio_dir"):
-        run({"source": {"name": "folder", "audio_dir": None}, "frontend": FE, "output": str(tmp_path / "x.h5")})
+        run(PrepareConfig(source=FolderSourceConf(audio_dir=None), frontend=FE, output=str(tmp_path / "x.h5")))
     with pytest.raises(PrepareError, match="audio folder not found"):
-        run({"source": {"name": "folder", "audio_dir": str(tmp_path / "nope")}, "output": str(tmp_path / "x.h5")})
+        run(PrepareConfig(source=FolderSourceConf(audio_dir=str(tmp_path / "nope")), output=str(tmp_path / "x.h5")))

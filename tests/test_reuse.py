@@ -138,7 +138,7 @@ def test_reuse_key_covers_every_field_but_strength():
 
 
 def test_reuse_object_is_per_sweep(tmp_path):
-    from steering import run
+    from steering.sweep import context as run
 
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "multirun.yaml").write_text("hydra: {overrides: {task: ['strength=1,2']}}\n")

@@ -304,9 +304,10 @@ def test_grand_mean_is_unweighted_with_a_warning_when_counts_are_missing(caplog)
 # --------------------------------------------------------------------------- app
 def test_signals_app_writes_file_with_provenance(tmp_path, ref_checkpoint, feature_file, bin9):
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
+    from steering.assets.extraction import extract_to_file
     from steering.data import file_hash
-    from steering.signals.__main__ import run_signals
 
     out = tmp_path / "sig.json"
     overrides = [
@@ -315,16 +316,17 @@ def test_signals_app_writes_file_with_provenance(tmp_path, ref_checkpoint, featu
         f"output={out}",
         "min_samples=2",
         "device=cpu",
+        f"demo.cache_dir={tmp_path}",
     ]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="signals", overrides=overrides)
     assert cfg.split == "train"
-    run_signals(cfg)
+    extract_to_file(OmegaConf.to_object(cfg))
     signals = load_signals(out, bin9)
     assert signals.metadata["checkpoint_hash"] == file_hash(ref_checkpoint)
     assert signals.metadata["split"] == "train" and signals.metadata["leakage"] is False
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="signals", overrides=[*overrides, "split=all", "binning=25bin"])
     assert cfg.output == str(out)
-    run_signals(cfg)
+    extract_to_file(OmegaConf.to_object(cfg))
     assert load_signals(out, Binning.load(CONF / "binning" / "25bin.yaml")).metadata["leakage"] is True

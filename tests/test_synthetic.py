@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from steering.audio.synthetic import SyntheticConfig, clips, make_set, synthesize
-from steering.prepare import synthetic_features
+from steering.audio.render import synthetic_features
+from steering.audio.synthetic import clips, make_set, synthesize
+from steering.config.schema import FrontendConf, SyntheticConf
 
 SR = 32000
 
@@ -18,7 +19,7 @@ def _centroid(y: np.ndarray) -> float:
 
 
 def test_ratings_distribution_like_emo_soundscapes():
-    data = make_set(SyntheticConfig(n_clips=1213, seed=0))
+    data = make_set(SyntheticConf(n_clips=1213, seed=0))
     v, a = data.valence, data.arousal
     assert v.dtype == np.float32 and v.min() >= -1 and a.max() <= 1
     assert np.corrcoef(v, a)[0, 1] < -0.1  # unpleasant sounds tend to be arousing
@@ -29,12 +30,12 @@ def test_ratings_distribution_like_emo_soundscapes():
 
 
 def test_deterministic_and_seed_dependent():
-    cfg = SyntheticConfig(n_clips=4, duration=0.25, seed=1)
+    cfg = SyntheticConf(n_clips=4, duration=0.25, seed=1)
     first = list(clips(cfg))
     again = list(clips(cfg))
     for x, y in zip(first, again):
         np.testing.assert_array_equal(x, y)
-    other = list(clips(SyntheticConfig(n_clips=4, duration=0.25, seed=2)))
+    other = list(clips(SyntheticConf(n_clips=4, duration=0.25, seed=2)))
     assert not np.allclose(first[0], other[0])
     # A clip does not depend on which other clips are generated with it.
     np.testing.assert_array_equal(list(clips(cfg, start=2, stop=3))[0], first[2])
@@ -42,11 +43,11 @@ def test_deterministic_and_seed_dependent():
 
 
 def test_arousal_brightens_and_valence_raises_pitch():
-    cfg = SyntheticConfig(duration=1.0, parameter_jitter=0.0)
+    cfg = SyntheticConf(duration=1.0, parameter_jitter=0.0)
     calm = [_centroid(synthesize(0.0, -0.9, cfg, np.random.default_rng(i))) for i in range(6)]
     tense = [_centroid(synthesize(0.0, 0.9, cfg, np.random.default_rng(i))) for i in range(6)]
     assert np.median(tense) > 1.5 * np.median(calm)
-    cfg = SyntheticConfig(duration=1.0, parameter_jitter=0.0)
+    cfg = SyntheticConf(duration=1.0, parameter_jitter=0.0)
     low = [synthesize(-0.9, -0.9, cfg, np.random.default_rng(i)) for i in range(6)]
     high = [synthesize(0.9, -0.9, cfg, np.random.default_rng(i)) for i in range(6)]
     # Pitch register: the strongest spectral peak sits higher for pleasant clips.
@@ -55,8 +56,8 @@ def test_arousal_brightens_and_valence_raises_pitch():
 
 
 def test_features_independent_of_workers():
-    syn = {"n_clips": 6, "duration": 0.3, "seed": 0}
-    fe = {"frames": 32}
+    syn = SyntheticConf(n_clips=6, duration=0.3, seed=0)
+    fe = FrontendConf(frames=32)
     one, *_ = synthetic_features(syn, fe, workers=1, chunk=4, progress=False)
     two, _, names, v, a = synthetic_features(syn, fe, workers=2, chunk=2, progress=False)
     np.testing.assert_array_equal(one, two)
@@ -65,5 +66,5 @@ def test_features_independent_of_workers():
 
 
 def test_unknown_setting():
-    with pytest.raises(ValueError, match="n_clip"):
-        SyntheticConfig.from_mapping({"n_clip": 3})
+    with pytest.raises(TypeError, match="n_clip"):
+        SyntheticConf(n_clip=3)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from steering import load_model
+from steering.config.schema import ArchConf, TrainConf
 from steering.data import split_indices
 from steering.model import build_model
-from steering.model.training import TrainConfig, train_model
+from steering.model.training import check_settings, train_model
 from steering.stats.metrics import pearson
 
-TINY_ARCH = {"channels": [4, 8, 8, 16], "embedding_size": 16, "head_hidden": 12, "mel_bins": 64}
-FAST = {"epochs": 2, "batch_size": 8, "lr": 3e-3, "progress": False}
+TINY_ARCH = ArchConf(channels=[4, 8, 8, 16], embedding_size=16, head_hidden=12, mel_bins=64)
+FAST = TrainConf(epochs=2, batch_size=8, lr=3e-3, progress=False)
 
 
 @pytest.fixture
@@ -60,7 +63,7 @@ def test_feedback_weights_are_trained(feature_file, tmp_path):
     torch.manual_seed(0)
     initial = build_model(TINY_ARCH).state_dict()
     ckpt = tmp_path / "model.pth"
-    train_model(feature_file, TINY_ARCH, {**FAST, "epochs": 1}, ckpt)
+    train_model(feature_file, TINY_ARCH, replace(FAST, epochs=1), ckpt)
     trained = load_model(ckpt).state_dict()
     lrm_keys = [k for k in trained if k.startswith("lrm.") and k.endswith("modulation.weight")]
     assert len(lrm_keys) == 4
@@ -71,17 +74,21 @@ def test_pass1_only_loss_leaves_feedback_untouched(feature_file, tmp_path):
     torch.manual_seed(0)
     initial = build_model(TINY_ARCH).state_dict()
     ckpt = tmp_path / "model.pth"
-    train_model(feature_file, TINY_ARCH, {**FAST, "epochs": 1, "pass_weights": [1.0, 0.0], "seed": 0}, ckpt)
+    train_model(feature_file, TINY_ARCH, replace(FAST, epochs=1, pass_weights=[1.0, 0.0], seed=0), ckpt)
     trained = load_model(ckpt).state_dict()
     key = "lrm.visual_system_base_conv_block4_modulation.from_affective_valence_128d_to_visual_system_base_conv_block4"
     assert torch.equal(initial[key + ".modulation.weight"], trained[key + ".modulation.weight"])
 
 
-def test_config_errors():
+def test_config_errors(feature_file, tmp_path):
     with pytest.raises(ValueError, match="one weight per pass"):
-        TrainConfig.from_mapping({"forward_passes": 3, "pass_weights": [1, 1]})
-    with pytest.raises(ValueError, match="unknown training setting"):
-        TrainConfig.from_mapping({"epoch": 3})
+        check_settings(TrainConf(forward_passes=3, pass_weights=[1, 1]))
+    with pytest.raises(ValueError, match="one weight per pass"):
+        train_model(feature_file, TINY_ARCH, replace(FAST, forward_passes=3), tmp_path / "m.pth")
+    with pytest.raises(ValueError, match="epochs: Value '0' must be >= 1"):
+        replace(FAST, epochs=0)
+    with pytest.raises(TypeError, match="epoch"):
+        TrainConf(epoch=3)
 
 
 def test_pearson_of_a_constant_prediction_is_undefined():
@@ -93,17 +100,18 @@ def test_pearson_of_a_constant_prediction_is_undefined():
 def test_run_logs_to_mlflow(feature_file, tmp_path):
     import mlflow
 
-    from steering.train import run
+    from steering.config.schema import DataConf, ModelConf, TrackingConf, TrainAppConfig
+    from steering.tracking.training import train_logged
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = {
-        "model": {"arch": TINY_ARCH},
-        "data": {"path": str(feature_file), "split": "threeway", "train_fraction": 0.7},
-        "tracking": {"uri": uri, "experiment": "t"},
-        "train": {**FAST, "epochs": 1},
-        "checkpoint": str(tmp_path / "ckpt.pth"),
-    }
-    result = run(cfg)
+    config = TrainAppConfig(
+        model=ModelConf(name="tiny", arch=TINY_ARCH),
+        data=DataConf(path=str(feature_file)),
+        tracking=TrackingConf(uri=uri, experiment="t"),
+        train=replace(FAST, epochs=1),
+        checkpoint=str(tmp_path / "ckpt.pth"),
+    )
+    result = train_logged(config)
     assert result.checkpoint.is_file()
     client = mlflow.tracking.MlflowClient(uri)
     exp = client.get_experiment_by_name("t-train")

@@ -2,7 +2,9 @@
 
 The apps' primary configs extend ``run_schema``, ``train_schema``, ... in their defaults; the search
 path plugin below puts this source (``steering-schema://steering.config``) on every search path, so
-a user's own ``hydra.searchpath=[...]`` does not lose it. A config source (rather than Hydra's
+a user's own ``hydra.searchpath=[...]`` does not lose it. The source serves each schema through
+``steering.config.hydra.structured``, which gives the plain dataclasses their validating nodes.
+A config source (rather than Hydra's
 ConfigStore) keeps ``--help`` fast: Hydra deep-copies the whole ConfigStore for every config group it
 lists, while this source holds nothing but its name and builds a schema only when one is loaded.
 Hydra discovers both plugins in the ``hydra_plugins`` namespace package; importing them is cheap
@@ -36,14 +38,14 @@ class SteeringSchemaSource(ConfigSource):
         return self._normalize_file_name(config_path.strip("/")).removesuffix(".yaml")
 
     def load_config(self, config_path: str) -> ConfigResult:
-        from omegaconf import OmegaConf
+        from steering.config.hydra import structured
 
         name = self._name(config_path)
         schemas = _schemas()
         if name not in schemas:
             raise ConfigLoadError(f"{self.full_path()}: no schema named {name!r}; known: {sorted(schemas)}")
         return ConfigResult(
-            config=OmegaConf.structured(schemas[name]),
+            config=structured(schemas[name]),
             path=self.full_path(),
             provider=self.provider,
             header={"package": None},

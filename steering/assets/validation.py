@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from steering.errors import ConfigError, ResultError
-from steering.util.hashing import plain
 
 if TYPE_CHECKING:
     from steering.config.schema import RunConfig
@@ -90,7 +89,7 @@ def check_run_options(cfg: RunConfig) -> None:
     mode = CATEGORY_MODES[cfg.category.name]
     check_device(cfg.device)
     check_bootstrap(int(cfg.metrics.bootstrap_resamples), float(cfg.metrics.confidence))
-    binning = Binning.from_mapping(plain(cfg.binning))
+    binning = Binning.from_conf(cfg.binning)
     if "target" in mode.needs:
         target = cfg.category.target
         if not target:
@@ -255,7 +254,8 @@ def check_signals_options(cfg: Any) -> None:
 
 def check_train_options(cfg: Any) -> None:
     """``conf/train.yaml``: device, finite loss weights, how the settings fit together, output and input files."""
-    from steering.model.training import TrainConfig
+    from steering.config.schema import TrainConf
+    from steering.model.training import check_settings
 
     check_device(_option(cfg, "train.device", "auto"), "train.device")
     for key in ("pass_weights", "target_weights"):
@@ -265,7 +265,8 @@ def check_train_options(cfg: Any) -> None:
     check_input_paths(cfg)
     check_output_path(cfg, "checkpoint")
     try:
-        TrainConfig.from_mapping(plain(_option(cfg, "train", {})))
+        train = _option(cfg, "train", None)
+        check_settings(train if isinstance(train, TrainConf) else TrainConf(**dict(train or {})))
     except (TypeError, ValueError) as exc:
         raise ConfigError("train", str(exc)) from None
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
 from math import gcd
 from pathlib import Path
 from typing import Any
@@ -13,32 +11,10 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
-RESAMPLERS = ("auto", "soxr_hq", "poly")
+from steering.config.schema import FrontendConf
+from steering.errors import SteeringError
+
 AMIN = 1e-10  # librosa.power_to_db's floor on power before the log
-
-
-@dataclass(frozen=True)
-class FrontEndConfig:
-    """Parameters the users' feature file was made with."""
-
-    sample_rate: int = 32000
-    n_fft: int = 1024
-    hop_length: int = 320
-    mel_bins: int = 64
-    fmin: float = 50.0
-    fmax: float = 14000.0
-    top_db: float = 80.0
-    frames: int = 1000
-    pad_with_floor: bool = True  # False reproduces the old 0-dB padding
-    # auto: soxr (very high quality, what librosa.load uses) when installed, else scipy's resample_poly.
-    resampler: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.resampler not in RESAMPLERS:
-            raise ValueError(f"unknown resampler {self.resampler!r}; expected one of {RESAMPLERS}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
@@ -62,7 +38,7 @@ def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
     return np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), f_sp * mels)
 
 
-def mel_filterbank(cfg: FrontEndConfig) -> np.ndarray:
+def mel_filterbank(cfg: FrontendConf) -> np.ndarray:
     """Slaney-normalised triangular filters, shape (mel_bins, n_fft // 2 + 1), like librosa's default."""
     fft_freqs = np.linspace(0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
     mel_points = _mel_to_hz(np.linspace(_hz_to_mel(cfg.fmin), _hz_to_mel(cfg.fmax), cfg.mel_bins + 2))
@@ -77,21 +53,8 @@ def mel_filterbank(cfg: FrontEndConfig) -> np.ndarray:
     return weights
 
 
-class AudioError(ValueError):
+class AudioError(SteeringError, ValueError):
     """An audio file that cannot be read or holds no usable samples."""
-
-
-def frontend_config(cfg: Mapping | FrontEndConfig | None = None) -> FrontEndConfig:
-    """A ``FrontEndConfig`` from a (Hydra) mapping; unknown keys are an error."""
-    if cfg is None:
-        return FrontEndConfig()
-    if isinstance(cfg, FrontEndConfig):
-        return cfg
-    known = {f.name for f in fields(FrontEndConfig)}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ValueError(f"unknown front-end setting(s) {unknown}; expected some of {sorted(known)}")
-    return FrontEndConfig(**{k: cfg[k] for k in cfg})
 
 
 def load_audio(path: str | Path, sample_rate: int, resampler: str = "auto") -> np.ndarray:
@@ -141,8 +104,8 @@ class LogMel:
     cut or padded to ``frames`` with the floor value (or 0 dB when ``pad_with_floor`` is off).
     """
 
-    def __init__(self, cfg: FrontEndConfig | Mapping | None = None) -> None:
-        self.cfg = frontend_config(cfg)
+    def __init__(self, cfg: FrontendConf | None = None) -> None:
+        self.cfg = cfg if cfg is not None else FrontendConf()
         self._window = torch.hann_window(self.cfg.n_fft, periodic=True, dtype=torch.float64)
         self._mel = torch.as_tensor(mel_filterbank(self.cfg), dtype=torch.float64)
 

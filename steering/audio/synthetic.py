@@ -16,11 +16,13 @@ the same config gives bit-identical clips and ratings.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+
+from steering.config.schema import SyntheticConf
 
 TABLE_SIZE = 4096
 ENV_RATE = 1000  # envelopes are built on a 1 ms grid, then interpolated to the sample rate
@@ -40,29 +42,8 @@ CONSONANT_CHORDS = ((0, 7, 12), (0, 4, 7), (0, 5, 12), (0, 12, 19))  # fifth/oct
 DISSONANT_CHORDS = ((0, 1, 6), (0, 6, 11), (0, 1, 2), (0, 2, 11))  # semitones, tritone, major seventh
 
 
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """How many clips, how long, and how noisy the raters are."""
-
-    n_clips: int = 1213
-    duration: float = 6.0  # seconds
-    sample_rate: int = 32000
-    seed: int = 0
-    rater_noise: float = 0.1  # sd of the rating noise around the latent (valence, arousal)
-    parameter_jitter: float = 0.15  # sd of per-parameter noise, in units of the [0, 1] parameter range
-    name_prefix: str = "synth"
-
-    @classmethod
-    def from_mapping(cls, cfg: Mapping | None) -> SyntheticConfig:
-        cfg = dict(cfg or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"unknown synthetic setting(s) {unknown}; expected some of {sorted(known)}")
-        return cls(**cfg)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+#: The front end's default rate (``FrontendConf.sample_rate``); the clips are made at the front end's rate.
+SAMPLE_RATE = 32000
 
 
 @dataclass
@@ -88,7 +69,7 @@ def sample_latents(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     return np.clip(v, -1, 1), np.clip(a, -1, 1)
 
 
-def make_set(cfg: SyntheticConfig) -> SyntheticSet:
+def make_set(cfg: SyntheticConf) -> SyntheticSet:
     """Latents and noisy ratings; deterministic from ``cfg.seed``."""
     rng = np.random.default_rng([cfg.seed, 0])
     lv, la = sample_latents(cfg.n_clips, rng)
@@ -138,9 +119,11 @@ def _interp(env: np.ndarray, n: int) -> np.ndarray:
     return np.interp(np.linspace(0, len(env) - 1, n), np.arange(len(env)), env)
 
 
-def synthesize(valence: float, arousal: float, cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
-    """One clip (float64 mono at ``cfg.sample_rate``) for a latent (valence, arousal) point."""
-    sr, n = cfg.sample_rate, int(round(cfg.duration * cfg.sample_rate))
+def synthesize(
+    valence: float, arousal: float, cfg: SyntheticConf, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
+    """One clip (float64 mono at ``sample_rate``) for a latent (valence, arousal) point."""
+    sr, n = sample_rate, int(round(cfg.duration * sample_rate))
     j = cfg.parameter_jitter
 
     def unit(x: float) -> float:  # latent in [-1, 1] -> jittered parameter in [0, 1]
@@ -196,10 +179,15 @@ def synthesize(valence: float, arousal: float, cfg: SyntheticConfig, rng: np.ran
 
 
 def clips(
-    cfg: SyntheticConfig, data: SyntheticSet | None = None, start: int = 0, stop: int | None = None
+    cfg: SyntheticConf,
+    data: SyntheticSet | None = None,
+    start: int = 0,
+    stop: int | None = None,
+    sample_rate: int = SAMPLE_RATE,
 ) -> Iterator[np.ndarray]:
-    """Audio of clips ``start .. stop - 1``; clip i has its own seeded generator (order-independent)."""
+    """Audio of clips ``start .. stop - 1`` at ``sample_rate``; clip i has its own seeded generator
+    (order-independent)."""
     data = data or make_set(cfg)
     for i in range(start, cfg.n_clips if stop is None else min(stop, cfg.n_clips)):
         rng = np.random.default_rng([cfg.seed, 1, i])
-        yield synthesize(float(data.latent_valence[i]), float(data.latent_arousal[i]), cfg, rng)
+        yield synthesize(float(data.latent_valence[i]), float(data.latent_arousal[i]), cfg, rng, sample_rate)

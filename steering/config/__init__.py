@@ -1,8 +1,9 @@
-"""Typed configs: structured-config schemas for every app (``schema.py``) and the value checks they use.
+"""Typed configs: one dataclass per concept (``schema.py``, plain Python), with the checks of ``fields.py``.
 
 Hydra reads them through the config source in ``hydra_plugins/steering_schemas`` (the primary
 configs put ``steering-schema://steering.config`` on their search path and list the schema first
-in their defaults).
+in their defaults), which adds the validating nodes of ``hydra.py``; each app turns its composed
+config into these dataclasses once (``steering.cli``).
 """
 
 from pathlib import Path

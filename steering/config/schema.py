@@ -1,11 +1,13 @@
-"""Structured-config schemas of every app and config group (Hydra's ConfigStore; see ``store.py``).
+"""The config dataclasses: one per concept, the objects every app parses its config into.
 
-The YAML files in ``conf/`` stay the user-facing defaults; these dataclasses say what each key is.
-Types are checked by OmegaConf, ranges and choices by the value nodes of ``nodes.py``, both while
-Hydra composes the config: a bad value on the command line stops before any work, with Hydra's
-message naming the key. The group sections hold exactly the keys their YAML files set (plus keys
-that code reads with a default), so the demo's cache key and a run's config hash see the same
-values a YAML-only config gave.
+The YAML files in ``conf/`` stay the user-facing defaults; these dataclasses say what each key is
+and are what the library takes (``steering.train`` trains from a :class:`TrainConf`, the model is
+built from an :class:`ArchConf`, the front end runs from a :class:`FrontendConf`). They are plain
+Python, free of OmegaConf and torch: Hydra serves them through ``steering.config.hydra``, which
+turns the checks declared with :func:`integer`, :func:`number` and :func:`choice` into validating
+nodes, so a bad value on the command line stops at composition with Hydra's message naming the
+key; built by hand, a :class:`Checked` dataclass applies the same checks. The group sections hold
+exactly the keys their YAML files set (plus keys that code reads with a default).
 
 The choice lists come from ``steering.vocab``, which imports nothing, so composing a config loads
 neither torch nor MLflow. Methods and category modes are not listed here: their ``conf/`` group
@@ -19,9 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import MISSING
-
-from steering.config.nodes import choice, integer, number
+from steering.config.fields import MISSING, Checked, choice, integer, number
 from steering.vocab import CATEGORY_SOURCES, LAYER_CHOICES, PATHWAY_CHOICES, PRECISIONS, SPLIT_SCHEMES, SPLITS
 
 RESAMPLERS = ("auto", "soxr_hq", "poly")
@@ -29,7 +29,7 @@ RESAMPLERS = ("auto", "soxr_hq", "poly")
 
 # --------------------------------------------------------------------------- groups shared by the apps
 @dataclass
-class ArchConf:
+class ArchConf(Checked):
     """``model.arch``: channel widths of the four conv blocks, head sizes, feedback connections."""
 
     channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
@@ -46,7 +46,7 @@ class ArchConf:
 
 
 @dataclass
-class ModelConf:
+class ModelConf(Checked):
     """``model`` group: a checkpoint (null: the embedded demo) and the architecture the demo builds."""
 
     name: str = MISSING
@@ -57,7 +57,7 @@ class ModelConf:
 
 
 @dataclass
-class DataConf:
+class DataConf(Checked):
     """``data`` group: the feature file and how it is split."""
 
     path: str | None = None
@@ -67,7 +67,7 @@ class DataConf:
 
 
 @dataclass
-class AxisConf:
+class AxisConf(Checked):
     """One axis of a binning: increasing thresholds and one more name than thresholds."""
 
     thresholds: list[float] = MISSING
@@ -75,7 +75,7 @@ class AxisConf:
 
 
 @dataclass
-class BinningConf:
+class BinningConf(Checked):
     """``binning`` group (``conf/binning/*.yaml``, or your own file of this shape)."""
 
     name: str = MISSING
@@ -87,23 +87,23 @@ class BinningConf:
 
 
 @dataclass
-class PathwayConf:
+class PathwayConf(Checked):
     name: str = choice(MISSING, PATHWAY_CHOICES)
 
 
 @dataclass
-class LayerConf:
+class LayerConf(Checked):
     name: str = choice(MISSING, LAYER_CHOICES)
 
 
 @dataclass
-class MethodConf:
+class MethodConf(Checked):
     # One of conf/method/*.yaml (the registry of steering.engine.methods).
     name: str = MISSING
 
 
 @dataclass
-class CategoryConf:
+class CategoryConf(Checked):
     """``category`` group: which signal each sample gets."""
 
     # One of conf/category/*.yaml (the registry of steering.engine.categories).
@@ -117,7 +117,7 @@ class CategoryConf:
 
 
 @dataclass
-class TrackingConf:
+class TrackingConf(Checked):
     """``tracking`` group: the MLflow store and experiment."""
 
     uri: str = MISSING
@@ -127,19 +127,21 @@ class TrackingConf:
 
 
 @dataclass
-class SyntheticConf:
-    """The synthetic soundscapes of the demo (``demo.synthetic``)."""
+class SyntheticConf(Checked):
+    """Synthetic soundscapes (docs/synthetic.md): how many clips, how long, how noisy the raters are."""
 
     n_clips: int = integer(1213, ge=1)
     duration: float = number(6.0, gt=0.0)
     seed: int = 0
-    rater_noise: float = number(0.1, ge=0.0)
-    parameter_jitter: float = number(0.15, ge=0.0)
+    rater_noise: float = number(0.1, ge=0.0)  # sd of the rating noise around the latent (valence, arousal)
+    parameter_jitter: float = number(0.15, ge=0.0)  # sd of per-parameter noise, in units of the [0, 1] range
+    # Clip names are <name_prefix>_<index>.wav. The sample rate is the front end's.
+    name_prefix: str = "synth"
 
 
 @dataclass
-class FrontendConf:
-    """Log-mel front end (``demo.frontend``)."""
+class FrontendConf(Checked):
+    """Log-mel front end: the parameters the users' feature file was made with (``frontend``, ``demo.frontend``)."""
 
     sample_rate: int = integer(32000, ge=1)
     n_fft: int = integer(1024, ge=1)
@@ -149,46 +151,51 @@ class FrontendConf:
     fmax: float = number(14000.0, gt=0.0)
     top_db: float = number(80.0, gt=0.0)
     frames: int = integer(1000, ge=1)
-    pad_with_floor: bool = True
-
-
-@dataclass
-class PrepareFrontendConf(FrontendConf):
-    """The front end of ``steering.prepare``, which also picks a resampler."""
-
+    pad_with_floor: bool = True  # False reproduces the old 0-dB padding
+    # auto: soxr (very high quality, what librosa.load uses) when installed, else scipy's resample_poly.
     resampler: str = choice("auto", RESAMPLERS)
 
 
 @dataclass
-class DemoTrainConf:
-    """How the demo model is trained (``demo.train``)."""
+class TrainConf(Checked):
+    """How a model is trained (``train`` of ``steering.train``, ``demo.train``); ``pass_weights``: one per pass."""
 
-    epochs: int = integer(5, ge=1)
+    epochs: int = integer(30, ge=1)
     batch_size: int = integer(32, ge=1)
-    lr: float = number(0.002, gt=0.0)
+    lr: float = number(0.001, gt=0.0)
+    weight_decay: float = number(0.0, ge=0.0)
     forward_passes: int = integer(2, ge=2)
     pass_weights: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    target_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])  # valence, arousal
     split: str = choice("threeway", SPLIT_SCHEMES)
+    train_fraction: float = number(0.7, gt=0.0, lt=1.0)
+    cosine_schedule: bool = True
     seed: int = 0
-    # null: torch's default; auto: 1 thread when other work already loads the CPU; or a number.
+    device: str = "auto"
+    eval_batch_size: int = integer(128, ge=1)
+    progress: bool = True
+    # Torch CPU threads: null keeps torch's default; "auto" drops to 1 when other work already loads
+    # the cores (oversubscribed OpenMP threads slow training down several-fold); or a number.
     num_threads: Any | None = None
 
 
 @dataclass
-class DemoConf:
+class DemoConf(Checked):
     """``demo`` group: the embedded demo, built on first use and cached."""
 
     cache_dir: str = MISSING
     workers: int = integer(0, ge=0)
     progress: bool = True
-    synthetic: SyntheticConf = field(default_factory=SyntheticConf)
-    frontend: FrontendConf = field(default_factory=FrontendConf)
-    train: DemoTrainConf = field(default_factory=DemoTrainConf)
+    # The defaults are conf/demo/default.yaml's: short clips, a front end cut to their length, and a
+    # short training on the CPU with one thread (the same model, bit for bit, on every build).
+    synthetic: SyntheticConf = field(default_factory=lambda: SyntheticConf(duration=1.6))
+    frontend: FrontendConf = field(default_factory=lambda: FrontendConf(frames=160))
+    train: TrainConf = field(default_factory=lambda: TrainConf(epochs=5, lr=0.002, device="cpu", num_threads=1))
 
 
 # --------------------------------------------------------------------------- steering.run
 @dataclass
-class SignalsConf:
+class SignalsConf(Checked):
     """``signals``: a signal file, or the split they are extracted from."""
 
     path: str | None = None
@@ -196,19 +203,19 @@ class SignalsConf:
 
 
 @dataclass
-class MetricsConf:
+class MetricsConf(Checked):
     bootstrap_resamples: int = integer(2000, ge=1)
     confidence: float = number(0.95, gt=0.0, lt=1.0)
     seed: int = 0
 
 
 @dataclass
-class CacheConf:
+class CacheConf(Checked):
     dir: str = MISSING
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Checked):
     """``steering.run`` (conf/run.yaml): one steering configuration."""
 
     model: ModelConf = field(default_factory=ModelConf)
@@ -241,7 +248,7 @@ class RunConfig:
 
 # --------------------------------------------------------------------------- steering.signals
 @dataclass
-class SignalsAppConfig:
+class SignalsAppConfig(Checked):
     """``steering.signals`` (conf/signals.yaml): extract signals to a JSON file."""
 
     model: ModelConf = field(default_factory=ModelConf)
@@ -257,29 +264,7 @@ class SignalsAppConfig:
 
 # --------------------------------------------------------------------------- steering.train
 @dataclass
-class TrainConf:
-    """``train`` section of ``steering.train`` (the fields of ``steering.model.training.TrainConfig``)."""
-
-    epochs: int = integer(30, ge=1)
-    batch_size: int = integer(32, ge=1)
-    lr: float = number(0.001, gt=0.0)
-    weight_decay: float = number(0.0, ge=0.0)
-    forward_passes: int = integer(2, ge=2)
-    pass_weights: list[float] = field(default_factory=lambda: [0.5, 1.0])
-    target_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    split: str = choice("threeway", SPLIT_SCHEMES)
-    train_fraction: float = number(0.7, gt=0.0, lt=1.0)
-    cosine_schedule: bool = True
-    seed: int = 0
-    device: str = "auto"
-    eval_batch_size: int = integer(128, ge=1)
-    progress: bool = True
-    # null: torch's default; auto: 1 thread when other work already loads the CPU; or a number.
-    num_threads: Any | None = None
-
-
-@dataclass
-class TrainAppConfig:
+class TrainAppConfig(Checked):
     """``steering.train`` (conf/train.yaml): train a model, curves to MLflow."""
 
     model: ModelConf = field(default_factory=ModelConf)
@@ -294,7 +279,7 @@ class TrainAppConfig:
 
 # --------------------------------------------------------------------------- steering.prepare
 @dataclass
-class FolderSourceConf:
+class FolderSourceConf(Checked):
     """``source=folder``: audio files with Emo-Soundscapes-style rating CSVs."""
 
     name: str = "folder"
@@ -310,23 +295,22 @@ class SyntheticSourceConf(SyntheticConf):
     """``source=synthetic``: the synthetic soundscapes, generated in memory."""
 
     name: str = "synthetic"
-    name_prefix: str = "synth"
     workers: int = integer(0, ge=0)
 
 
 @dataclass
-class PrepareConfig:
+class PrepareConfig(Checked):
     """``steering.prepare`` (conf/prepare.yaml): audio and ratings to a feature file."""
 
     # Typed by the option's own schema (conf/source/*.yaml extends schema/source/<option>).
     source: Any = MISSING
     output: str = MISSING
-    frontend: PrepareFrontendConf = field(default_factory=PrepareFrontendConf)
+    frontend: FrontendConf = field(default_factory=FrontendConf)
 
 
 # --------------------------------------------------------------------------- steering.report
 @dataclass
-class ReportConfig:
+class ReportConfig(Checked):
     """``steering.report`` (conf/report.yaml): a sweep's table and figures rebuilt from MLflow."""
 
     tracking: TrackingConf = field(default_factory=TrackingConf)

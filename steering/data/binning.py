@@ -13,9 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
+
+from steering.config.fields import parse
+from steering.config.schema import BinningConf
+from steering.errors import SteeringError
 
 
-class BinningError(ValueError):
+class BinningError(SteeringError, ValueError):
     """An invalid binning scheme or an unknown category name."""
 
 
@@ -60,55 +65,46 @@ class Binning:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any], name: str | None = None) -> Binning:
-        """From the ``conf/binning`` shape, checked against its schema (``steering.config.schema.BinningConf``).
-
-        ``name`` is used when the mapping has none (a file's stem). A missing or mistyped key raises a
-        BinningError naming the key, in OmegaConf's words.
-        """
-        from omegaconf import OmegaConf
-        from omegaconf.errors import OmegaConfBaseException
-
-        from steering.config.schema import BinningConf
-
-        data = _plain(cfg)
-        label = data.get("name") or name or "custom"
-        try:
-            conf = OmegaConf.merge(OmegaConf.structured(BinningConf), {**data, "name": label})
-            plain = OmegaConf.to_container(conf, resolve=True, throw_on_missing=True)
-        except OmegaConfBaseException as exc:
-            raise BinningError(f"binning {label!r}: {exc.full_key or 'binning'}: {exc.msg}") from None
+    def from_conf(cls, conf: BinningConf) -> Binning:
+        """From the ``binning`` section of a config (``conf/binning/*.yaml``, already checked by its schema)."""
         return cls(
-            name=str(plain["name"]),
-            valence_thresholds=tuple(plain["valence"]["thresholds"]),
-            valence_names=tuple(plain["valence"]["names"]),
-            arousal_thresholds=tuple(plain["arousal"]["thresholds"]),
-            arousal_names=tuple(plain["arousal"]["names"]),
-            min_samples=plain["min_samples"],
-            aliases=dict(plain["aliases"]),
+            name=str(conf.name),
+            valence_thresholds=tuple(conf.valence.thresholds),
+            valence_names=tuple(conf.valence.names),
+            arousal_thresholds=tuple(conf.arousal.thresholds),
+            arousal_names=tuple(conf.arousal.names),
+            min_samples=int(conf.min_samples),
+            aliases=dict(conf.aliases),
         )
 
     @classmethod
     def load(cls, path: str | Path) -> Binning:
-        """From a YAML file of the ``conf/binning`` shape; the name defaults to the file's stem."""
-        from omegaconf import OmegaConf
+        """From a YAML file of the ``conf/binning`` shape; the name defaults to the file's stem.
 
+        The file is checked against :class:`~steering.config.schema.BinningConf`: a missing or
+        mistyped key raises a BinningError naming the file and the key.
+        """
         path = Path(path)
         if not path.is_file():
             raise BinningError(f"{path}: binning file not found")
         try:
-            cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        except Exception as exc:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
             raise BinningError(f"{path}: not a readable YAML file ({exc})") from None
-        if not isinstance(cfg, Mapping):
+        if not isinstance(data, Mapping):
             raise BinningError(f"{path}: expected a mapping at the top level")
+        label = data.get("name") or path.stem
         try:
-            return cls.from_mapping(cfg, name=path.stem)
+            conf = parse(BinningConf, {**data, "name": label})
+        except ValueError as exc:
+            raise BinningError(f"{path}: binning {label!r}: {exc}") from None
+        try:
+            return cls.from_conf(conf)
         except BinningError as exc:
             raise BinningError(f"{path}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``conf/binning`` shape (round-trips through ``from_mapping``)."""
+        """The ``conf/binning`` shape, as plain data (hashed into signal provenance and cache keys)."""
         return {
             "name": self.name,
             "min_samples": self.min_samples,
@@ -165,15 +161,3 @@ class Binning:
         except BinningError:
             return False
         return True
-
-
-def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """A plain dict from a mapping or an OmegaConf DictConfig."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover
-        pass
-    return dict(cfg)

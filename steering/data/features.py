@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import torch
 
+from steering.errors import SteeringError
 from steering.util.files import atomic_path
 from steering.util.hashing import file_digest
 from steering.vocab import TARGETS
@@ -21,7 +22,7 @@ from steering.vocab import TARGETS
 REQUIRED_KEYS = ("feature", *TARGETS, "audio_name")
 
 
-class FeatureFileError(ValueError):
+class FeatureFileError(SteeringError, ValueError):
     """A feature file that is missing, malformed or holds invalid values."""
 
 

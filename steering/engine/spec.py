@@ -6,11 +6,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from steering.engine.methods import METHODS
+from steering.errors import SteeringError
 from steering.model.lrm import Connection
 from steering.vocab import PATHWAY_CHOICES, PATHWAYS
 
 
-class SteeringConfigError(ValueError):
+class SteeringConfigError(SteeringError, ValueError):
     """A steering configuration the model cannot carry out."""
 
 

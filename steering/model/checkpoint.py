@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from steering.errors import SteeringError
 from steering.model.backbone import DEFAULT_BACKBONE, backbone_class
 from steering.model.lrm import LAYERS, Connection
 from steering.model.network import LRMEmotionNet, ModelConfig
@@ -30,7 +31,7 @@ _FLAT_LRM = re.compile(r"^lrm\.(from_(affective_\w+?_128d)_to_(visual_system_bas
 _NESTED_LRM = re.compile(r"^lrm\.(visual_system_base_conv_block(\d))_modulation\.from_affective_(\w+?)_128d_to_")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SteeringError, ValueError):
     """A checkpoint file that does not match the model it describes."""
 
 
@@ -177,13 +178,14 @@ def _extractor_state(embedding_size: int, n_fft: int = 1024, mel_bins: int = 64)
     matrix is the Slaney filterbank of the reference front end, so old scripts that build their
     extractor from the file get the front end the features were made with.
     """
-    from steering.audio.frontend import FrontEndConfig, mel_filterbank
+    from steering.audio.frontend import mel_filterbank
+    from steering.config.schema import FrontendConf
 
     n = torch.arange(n_fft, dtype=torch.float64)
     k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
     window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
     angle = 2 * torch.pi * k * n / n_fft
-    fe = FrontEndConfig(n_fft=n_fft, mel_bins=mel_bins)
+    fe = FrontendConf(n_fft=n_fft, mel_bins=mel_bins)
     return {
         f"{BACKBONE_PREFIX}spectrogram_extractor.stft.conv_real.weight": (torch.cos(angle) * window)[:, None].float(),
         f"{BACKBONE_PREFIX}spectrogram_extractor.stft.conv_imag.weight": (-torch.sin(angle) * window)[:, None].float(),

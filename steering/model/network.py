@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from steering.config.schema import ArchConf
 from steering.model.backbone import DEFAULT_BACKBONE, build_backbone
 from steering.model.cnn6 import DEFAULT_CHANNELS, VisualSystem
 from steering.model.lrm import DEFAULT_CONNECTIONS, PATHWAYS, Connection, ModBlock, apply_gain
@@ -36,17 +37,16 @@ class ModelConfig:
     backbone: str = DEFAULT_BACKBONE
 
     @classmethod
-    def from_mapping(cls, cfg: Mapping) -> ModelConfig:
-        """Build from a (Hydra) mapping; connections given as [pathway, layer] pairs or strings."""
-        connections = cfg.get("connections")
+    def from_arch(cls, arch: ArchConf) -> ModelConfig:
+        """The model described by a config's ``model.arch`` (connections as [pathway, layer] pairs)."""
         return cls(
-            channels=tuple(int(c) for c in cfg.get("channels", DEFAULT_CHANNELS)),
-            embedding_size=int(cfg.get("embedding_size", 512)),
-            head_hidden=int(cfg.get("head_hidden", 256)),
-            source_dim=int(cfg.get("source_dim", 128)),
-            mel_bins=int(cfg.get("mel_bins", 64)),
-            connections=DEFAULT_CONNECTIONS if connections is None else tuple(Connection.parse(c) for c in connections),
-            backbone=str(cfg.get("backbone") or DEFAULT_BACKBONE),
+            channels=tuple(int(c) for c in arch.channels),
+            embedding_size=int(arch.embedding_size),
+            head_hidden=int(arch.head_hidden),
+            source_dim=int(arch.source_dim),
+            mel_bins=int(arch.mel_bins),
+            connections=tuple(Connection.parse(c) for c in arch.connections),
+            backbone=str(arch.backbone or DEFAULT_BACKBONE),
         )
 
     def to_dict(self) -> dict:
@@ -223,8 +223,8 @@ class LRMEmotionNet(nn.Module):
         return outputs if return_list else outputs[-1]
 
 
-def build_model(config: ModelConfig | Mapping | None = None) -> LRMEmotionNet:
-    """Build an LRM model from a ``ModelConfig`` or a config mapping (e.g. Hydra's ``model``)."""
+def build_model(config: ModelConfig | ArchConf | None = None) -> LRMEmotionNet:
+    """Build an LRM model from a ``ModelConfig`` or a config's ``model.arch``."""
     if config is None or isinstance(config, ModelConfig):
         return LRMEmotionNet(config)
-    return LRMEmotionNet(ModelConfig.from_mapping(config))
+    return LRMEmotionNet(ModelConfig.from_arch(config))

@@ -18,12 +18,14 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from steering.errors import SteeringError
+
 log = logging.getLogger(__name__)
 
 _UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL (\S+)")
 
 
-class TorchFileError(ValueError):
+class TorchFileError(SteeringError, ValueError):
     """A torch file that cannot be loaded safely."""
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from steering.config.schema import ArchConf, TrainConf
 from steering.data import FeatureFile, split_indices
 from steering.engine.hardware import cpu_threads, resolve_device
 from steering.model import LRMEmotionNet, ModelConfig, build_model, save_checkpoint
@@ -28,51 +29,12 @@ log = logging.getLogger(__name__)
 MetricLogger = Callable[[dict[str, float], int], None]
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings; ``pass_weights`` has one weight per forward pass."""
-
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    forward_passes: int = 2
-    pass_weights: tuple[float, ...] = (0.5, 1.0)
-    target_weights: tuple[float, float] = (1.0, 1.0)  # valence, arousal
-    split: str = "threeway"
-    train_fraction: float = 0.7
-    cosine_schedule: bool = True
-    seed: int = 0
-    device: str = "cpu"
-    eval_batch_size: int = 128
-    progress: bool = True
-    # Torch CPU threads: null keeps torch's default; "auto" drops to 1 when other work already
-    # loads the cores (oversubscribed OpenMP threads slow training down several-fold).
-    num_threads: int | str | None = None
-
-    def __post_init__(self) -> None:
-        if len(self.pass_weights) != self.forward_passes:
-            raise ValueError(
-                f"pass_weights {list(self.pass_weights)} must have one weight per pass "
-                f"(forward_passes={self.forward_passes})"
-            )
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
-
-    @classmethod
-    def from_mapping(cls, cfg: Mapping | None) -> TrainConfig:
-        cfg = dict(cfg or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {unknown}; expected some of {sorted(known)}")
-        for key in ("pass_weights", "target_weights"):
-            if key in cfg:
-                cfg[key] = tuple(float(w) for w in cfg[key])
-        return cls(**cfg)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+def check_settings(cfg: TrainConf) -> None:
+    """What the fields cannot say alone: one loss weight per forward pass."""
+    if len(cfg.pass_weights) != cfg.forward_passes:
+        raise ValueError(
+            f"pass_weights {list(cfg.pass_weights)} must have one weight per pass (forward_passes={cfg.forward_passes})"
+        )
 
 
 @dataclass
@@ -143,7 +105,7 @@ def evaluate(
     )
 
 
-def pass_loss(outputs: list[dict[str, torch.Tensor]], valence: torch.Tensor, arousal: torch.Tensor, cfg: TrainConfig):
+def pass_loss(outputs: list[dict[str, torch.Tensor]], valence: torch.Tensor, arousal: torch.Tensor, cfg: TrainConf):
     """Weighted MSE summed over passes and targets."""
     loss = valence.new_zeros(())
     for weight, out in zip(cfg.pass_weights, outputs):
@@ -156,8 +118,8 @@ def pass_loss(outputs: list[dict[str, torch.Tensor]], valence: torch.Tensor, aro
 
 def train_model(
     features_path: str | Path,
-    model_config: ModelConfig | Mapping,
-    train_config: TrainConfig | Mapping | None,
+    model_config: ModelConfig | ArchConf,
+    train_config: TrainConf | None,
     checkpoint_path: str | Path,
     log_metrics: MetricLogger | None = None,
 ) -> TrainResult:
@@ -167,15 +129,46 @@ def train_model(
     The checkpoint is in the reference layout with ``iteration``, ``optimizer`` and
     ``best_val_pearson`` (the mean of valence and arousal r on ``val``).
     """
-    cfg = train_config if isinstance(train_config, TrainConfig) else TrainConfig.from_mapping(train_config)
+    cfg = train_config if train_config is not None else TrainConf()
+    check_settings(cfg)
     with cpu_threads(cfg.num_threads):
         return _train(features_path, model_config, cfg, Path(checkpoint_path), log_metrics)
 
 
+def _epoch(
+    model: LRMEmotionNet,
+    ff: FeatureFile,
+    order: np.ndarray,
+    cfg: TrainConf,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    device: torch.device | str,
+    bar: tqdm,
+    epoch: int,
+) -> list[float]:
+    """One pass over the train clips in ``order``; the loss of each optimiser step."""
+    model.train()
+    losses: list[float] = []
+    for batch in ff.batches(order, cfg.batch_size):
+        if len(batch.indices) < 2:  # BatchNorm needs two samples
+            continue
+        outs = model(batch.features.to(device), forward_passes=cfg.forward_passes, return_list=True)
+        loss = pass_loss(outs, batch.valence.to(device), batch.arousal.to(device), cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
+    return losses
+
+
 def _train(
     features_path: str | Path,
-    model_config: ModelConfig | Mapping,
-    cfg: TrainConfig,
+    model_config: ModelConfig | ArchConf,
+    cfg: TrainConf,
     checkpoint_path: Path,
     log_metrics: MetricLogger | None,
 ) -> TrainResult:
@@ -212,22 +205,8 @@ def _train(
         bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="train", disable=not cfg.progress, unit="step")
         try:
             for epoch in range(1, cfg.epochs + 1):
-                model.train()
-                losses = []
-                for batch in ff.batches(rng.permutation(train_idx), cfg.batch_size):
-                    if len(batch.indices) < 2:  # BatchNorm needs two samples
-                        continue
-                    outs = model(batch.features.to(device), forward_passes=cfg.forward_passes, return_list=True)
-                    loss = pass_loss(outs, batch.valence.to(device), batch.arousal.to(device), cfg)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    if scheduler is not None:
-                        scheduler.step()
-                    step += 1
-                    losses.append(float(loss.detach()))
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
+                losses = _epoch(model, ff, rng.permutation(train_idx), cfg, optimizer, scheduler, device, bar, epoch)
+                step += len(losses)
                 val = evaluate(model, ff, val_idx, cfg.forward_passes, cfg.eval_batch_size, device)
                 metrics = {"train_loss": float(np.mean(losses)) if losses else float("nan"), **val.summary("val")}
                 metrics["lr"] = optimizer.param_groups[0]["lr"]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from steering.data.binning import Binning, BinningError
+from steering.errors import SteeringError
 from steering.signals.signalset import PATHWAYS, SIGNAL_DIM, SignalSet
 from steering.util.files import atomic_path
 
@@ -25,7 +26,7 @@ VECTOR_KEYS = {p: f"{p}_128d" for p in PATHWAYS}
 COUNT_KEY = "samples_count"
 
 
-class SignalFileError(ValueError):
+class SignalFileError(SteeringError, ValueError):
     """A signal file that is missing or malformed."""
 
 

@@ -40,7 +40,7 @@ from steering.tracking.preflight import check_tracking
 from steering.tracking.results import sync_pending
 from steering.tracking.resume import fail_dead_runs
 from steering.tracking.runs import job_run, sweep_choices, sweep_parent
-from steering.util.hashing import config_hash, plain
+from steering.util.hashing import config_hash
 from steering.vocab import TARGETS
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class JobInputs:
 def load_inputs(cfg: RunConfig) -> JobInputs:
     """Checkpoint, feature file (the demo's for a null one), model and spec, checked against each other."""
     device = resolve_device(cfg.device)
-    binning = Binning.from_mapping(plain(cfg.binning))
+    binning = Binning.from_conf(cfg.binning)
     if cfg.model.checkpoint is None and cfg.model.arch is not None:
         # Validate the choice against the demo architecture before building anything.
         steering_spec(cfg, tuple(Connection.parse(c) for c in cfg.model.arch.connections))

@@ -1,0 +1,39 @@
+"""Training logged to MLflow: the inputs checked first, the curves per epoch, the checkpoint optionally."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import mlflow
+
+from steering.assets.resolve import resolve_features
+from steering.assets.validation import check_train_features, check_train_options
+from steering.config.schema import TrainAppConfig
+from steering.model.training import TrainResult, train_model
+from steering.tracking.preflight import check_tracking
+from steering.tracking.runs import configure, flatten
+
+log = logging.getLogger(__name__)
+
+
+def train_logged(config: TrainAppConfig) -> TrainResult:
+    """Train as ``config`` says, into ``tracking.train_experiment`` (default ``<experiment>-train``)."""
+    plain = asdict(config)
+    check_train_options(plain)
+    check_tracking(config.tracking.uri)
+    features = resolve_features(config)
+    check_train_features(plain, features, config.model.arch.mel_bins)
+    checkpoint = Path(config.checkpoint)
+    configure(config.tracking.uri, config.tracking.train_experiment or f"{config.tracking.experiment}-train")
+    with mlflow.start_run(run_name=config.run_name):
+        params = flatten({"model": plain["model"]["arch"], "train": plain["train"], "features": str(features)})
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.set_tag("features", str(features))
+        result = train_model(features, config.model.arch, config.train, checkpoint, log_metrics=mlflow.log_metrics)
+        mlflow.log_metrics({"best_val_pearson": result.best_val_pearson, "best_epoch": result.best_epoch})
+        if config.log_checkpoint:
+            mlflow.log_artifact(str(checkpoint))
+    log.info("best val r %.3f (epoch %d); checkpoint %s", result.best_val_pearson, result.best_epoch, checkpoint)
+    return result
