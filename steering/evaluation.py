@@ -30,13 +30,13 @@ from steering.engine import SteeringSpec, steer_direct
 from steering.engine.categories import Assignment, GaussianReference, assign_draws, category_mode
 from steering.engine.chunked import plan_chunks, shared_bytes_per_clip, shared_chunk, steer_chunk
 from steering.engine.core import SharedPass
-from steering.engine.hardware import autocast, choose_precision
 from steering.engine.reuse import SweepReuse, family_key, reuse_key
 from steering.engine.store import ChunkMemory, SharedPassStore, shared_key
 from steering.signals import SignalSet
 from steering.signals.reference import reference_activations, reference_indices
 from steering.stats.metrics import pearson
 from steering.stats.run_metrics import run_metrics
+from steering.util.hardware import autocast, choose_precision
 from steering.util.hashing import parts_digest
 from steering.vocab import PATHWAYS, TARGETS
 

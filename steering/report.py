@@ -34,8 +34,8 @@ def main(cfg: ReportConfig) -> None:
     from mlflow.tracking import MlflowClient
 
     from steering.sweep import table as tbl
-    from steering.sweep.logs import route_mlflow_logging
     from steering.sweep.report import report_compare, report_sweep
+    from steering.tracking.mlflow_logs import route_mlflow_logging
     from steering.tracking.preflight import check_tracking
 
     route_mlflow_logging()

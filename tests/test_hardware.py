@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steering.engine.hardware import choose_precision, cpu_threads
+from steering.util.hardware import choose_precision, cpu_threads
 
 
 def test_cpu_always_runs_fp32_without_probing():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import logging
 
-from steering.sweep.logs import MLFLOW_LOGGERS, ProgressLogging, route_mlflow_logging
+from steering.sweep.logs import ProgressLogging
+from steering.tracking.mlflow_logs import MLFLOW_LOGGERS, route_mlflow_logging
 
 
 def test_mlflow_loggers_go_through_the_root_handlers(monkeypatch):

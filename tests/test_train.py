@@ -12,8 +12,8 @@ from steering import load_model
 from steering.config.schema import ArchConf, TrainConf
 from steering.data import split_indices
 from steering.model import build_model
-from steering.model.training import check_settings, train_model
 from steering.stats.metrics import pearson
+from steering.training.loop import check_settings, train_model
 
 TINY_ARCH = ArchConf(channels=[4, 8, 8, 16], embedding_size=16, head_hidden=12, mel_bins=64)
 FAST = TrainConf(epochs=2, batch_size=8, lr=3e-3, progress=False)
@@ -31,7 +31,7 @@ def feature_file(tmp_path):
 
 
 def test_train_saves_loadable_reference_checkpoint(feature_file, tmp_path, monkeypatch):
-    import steering.model.training as training
+    import steering.training.loop as training
 
     seen: list[np.ndarray] = []
     real_evaluate = training.evaluate

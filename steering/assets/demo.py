@@ -24,7 +24,7 @@ from steering.config.fields import MISSING
 from steering.config.schema import ArchConf, DemoConf
 from steering.data import FeatureFile, split_indices
 from steering.model import ModelConfig, load_model
-from steering.model.training import evaluate, train_model
+from steering.training.loop import evaluate, train_model
 from steering.util.cache import record_checksum, verify_file
 from steering.util.files import atomic_write_text
 from steering.util.hashing import json_digest

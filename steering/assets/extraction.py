@@ -12,11 +12,11 @@ from steering.assets.validation import check_features, check_signals_options
 from steering.config.schema import SignalsAppConfig
 from steering.data import FeatureFile, file_hash, split_indices
 from steering.data.binning import Binning
-from steering.engine.hardware import resolve_device
 from steering.model import load_model
 from steering.signals.extract import extract_signals
 from steering.signals.io import save_signals
 from steering.signals.signalset import PATHWAYS
+from steering.util.hardware import resolve_device
 
 log = logging.getLogger("steering.signals")
 

@@ -255,7 +255,7 @@ def check_signals_options(cfg: Any) -> None:
 def check_train_options(cfg: Any) -> None:
     """``conf/train.yaml``: device, finite loss weights, how the settings fit together, output and input files."""
     from steering.config.schema import TrainConf
-    from steering.model.training import check_settings
+    from steering.training.loop import check_settings
 
     check_device(_option(cfg, "train.device", "auto"), "train.device")
     for key in ("pass_weights", "target_weights"):

@@ -19,7 +19,7 @@ from steering.audio.frontend import LogMel
 from steering.audio.synthetic import clips, make_set
 from steering.config.schema import FrontendConf, SyntheticConf
 from steering.data import write_feature_file
-from steering.engine.hardware import cpu_threads
+from steering.util.hardware import cpu_threads
 
 log = logging.getLogger(__name__)
 

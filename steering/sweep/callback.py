@@ -48,11 +48,11 @@ from steering.sweep import confirmation as conf
 from steering.sweep import overrides
 from steering.sweep import table as tbl
 from steering.sweep.interrupt import InterruptWatch, end_running_children, note_unfinished, planned_jobs
-from steering.sweep.logs import route_mlflow_logging
 from steering.sweep.parent import annotate_parent
 from steering.sweep.report import SweepReport, terminal_view, write_report
 from steering.sweep.server import LocalServer, start_server
 from steering.tracking import links as ui_links
+from steering.tracking.mlflow_logs import route_mlflow_logging
 from steering.tracking.preflight import check_tracking, tracking_environment
 from steering.tracking.resume import fail_dead_sweeps
 from steering.tracking.runs import PARENT_FILE, configure, process_tags, sweep_parent

@@ -1,10 +1,8 @@
 """Terminal logging: one format for MLflow's loggers and ours, log lines that do not break progress bars.
 
-MLflow gives its loggers (``mlflow``, ``alembic``, ...) their own handler and format when it is imported;
-:func:`route_mlflow_logging` hands them back to the root logger, i.e. to Hydra's handlers (console and the
-job's log file). :class:`ProgressLogging` is a Hydra callback that does this for every job and keeps
-``tqdm.contrib.logging.logging_redirect_tqdm`` active while the job runs, so log lines are written above
-the progress bars instead of through them.
+:class:`ProgressLogging` is a Hydra callback that hands MLflow's loggers to the root logger
+(:mod:`steering.tracking.mlflow_logs`) for every job and keeps ``logging_redirect_tqdm`` active
+while the job runs, so log lines are written above the progress bars instead of through them.
 """
 
 from __future__ import annotations
@@ -16,17 +14,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-#: The loggers MLflow configures on import (mlflow.utils.logging_utils._configure_mlflow_loggers).
-MLFLOW_LOGGERS = ("mlflow", "sqlalchemy.engine", "alembic", "huey")
-
-
-def route_mlflow_logging() -> None:
-    """Remove MLflow's own handlers from its loggers and let them propagate to the root (keeping levels)."""
-    for name in MLFLOW_LOGGERS:
-        logger = logging.getLogger(name)
-        for handler in list(logger.handlers):
-            logger.removeHandler(handler)
-        logger.propagate = True
+from steering.tracking.mlflow_logs import route_mlflow_logging
 
 
 def progress_safe_logging() -> contextlib.AbstractContextManager:

@@ -22,7 +22,6 @@ from steering.data import FeatureFile, file_hash, same_feature_file, split_indic
 from steering.data.binning import Binning
 from steering.engine import SteeringSpec, select_connections
 from steering.engine.categories import category_mode
-from steering.engine.hardware import cpu_threads, resolve_device
 from steering.engine.reuse import SweepReuse
 from steering.evaluation import (
     EvaluationInputs,
@@ -40,6 +39,7 @@ from steering.tracking.preflight import check_tracking
 from steering.tracking.results import sync_pending
 from steering.tracking.resume import fail_dead_runs
 from steering.tracking.runs import job_run, sweep_choices, sweep_parent
+from steering.util.hardware import cpu_threads, resolve_device
 from steering.util.hashing import config_hash
 from steering.vocab import TARGETS
 

@@ -56,7 +56,7 @@ def git_commit(where: str | Path | None = None) -> str:
 
 def configure(uri: str, experiment: str) -> str:
     """Point MLflow at ``uri``, create ``experiment`` if needed; returns the experiment id."""
-    from steering.sweep.logs import route_mlflow_logging
+    from steering.tracking.mlflow_logs import route_mlflow_logging
 
     route_mlflow_logging()  # MLflow's messages in Hydra's format (and the job's log file)
     tracking_environment()  # bounded HTTP retries for this process and its workers

@@ -11,9 +11,9 @@ import mlflow
 from steering.assets.resolve import resolve_features
 from steering.assets.validation import check_train_features, check_train_options
 from steering.config.schema import TrainAppConfig
-from steering.model.training import TrainResult, train_model
 from steering.tracking.preflight import check_tracking
 from steering.tracking.runs import configure, flatten
+from steering.training.loop import TrainResult, train_model
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 
 from steering.config.schema import ArchConf, TrainConf
 from steering.data import FeatureFile, split_indices
-from steering.engine.hardware import cpu_threads, resolve_device
 from steering.model import LRMEmotionNet, ModelConfig, build_model, save_checkpoint
 from steering.stats.metrics import pearson
+from steering.util.hardware import cpu_threads, resolve_device
 from steering.vocab import TARGETS
 
 log = logging.getLogger(__name__)
