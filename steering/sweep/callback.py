@@ -118,25 +118,37 @@ def _bootstrap(config: DictConfig) -> dict[str, float | int]:
     }
 
 
-def _open_store(backend_uri: str, experiment: str, resume: bool) -> tuple[str, MlflowClient]:
+def _open_store(
+    backend_uri: str, experiment: str, resume: bool, cache_dir: str | None = None
+) -> tuple[str, MlflowClient]:
     """The store and experiment exist before any job; a store that cannot be used stops the sweep."""
     try:
         check_tracking(backend_uri)
     except TrackingError as exc:  # Hydra would only warn about a failing callback and run every job
         print(one_line(exc), file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    experiment_id = configure(backend_uri, experiment)
+    experiment_id = configure(backend_uri, experiment, cache_dir)
     client = MlflowClient(backend_uri)
     if resume:
         fail_dead_sweeps(client, experiment_id)
     return experiment_id, client
 
 
+def _cache_dir(config: DictConfig) -> str | None:
+    """``cache.dir`` of the sweep's config (where the new store's template lives), if it resolves."""
+    try:
+        directory = OmegaConf.select(config, "cache.dir", default=None)
+    except Exception:  # an interpolation that cannot resolve here: MLflow creates the store itself
+        return None
+    return str(directory) if directory else None
+
+
 def _open_parent(config: DictConfig, sweep_dir: Path) -> dict[str, Any]:
     """Create the parent run; returns what the jobs need to nest under it (``mlflow_parent.json``)."""
     backend_uri = str(config.tracking.uri)
     experiment = str(config.tracking.experiment)
-    experiment_id, client = _open_store(backend_uri, experiment, bool(OmegaConf.select(config, "resume")))
+    resume = bool(OmegaConf.select(config, "resume"))
+    experiment_id, client = _open_store(backend_uri, experiment, resume, _cache_dir(config))
     sweep_id = f"{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     preset = OmegaConf.select(config, "hydra.runtime.choices.experiment")
     task, params = overrides.task_and_params(config)

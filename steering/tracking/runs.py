@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import yaml
 
-from steering.tracking.preflight import store_lock, tracking_environment
+from steering.tracking.preflight import sqlite_path, store_lock, tracking_environment
+from steering.tracking.store_template import seed_sqlite_store
 from steering.util.hashing import flatten, plain
 
 if TYPE_CHECKING:
@@ -54,14 +55,21 @@ def git_commit(where: str | Path | None = None) -> str:
     return sha + ("-dirty" if dirty else "") if sha else "unknown"
 
 
-def configure(uri: str, experiment: str) -> str:
-    """Point MLflow at ``uri``, create ``experiment`` if needed; returns the experiment id."""
+def configure(uri: str, experiment: str, cache_dir: str | Path | None = None) -> str:
+    """Point MLflow at ``uri``, create ``experiment`` if needed; returns the experiment id.
+
+    ``cache_dir``: where a new SQLite store's migrated template lives (see :mod:`store_template`);
+    ``None`` lets MLflow migrate a new store itself.
+    """
     from steering.sweep.logs import route_mlflow_logging
 
     route_mlflow_logging()  # MLflow's messages in Hydra's format (and the job's log file)
     tracking_environment()  # bounded HTTP retries for this process and its workers
     mlflow.set_tracking_uri(uri)
     with store_lock(uri):  # two jobs creating a fresh SQLite store at once would race
+        path = sqlite_path(uri)
+        if path is not None:
+            seed_sqlite_store(path, cache_dir)
         exp = mlflow.set_experiment(experiment)
     return exp.experiment_id
 
@@ -138,7 +146,7 @@ def job_run(
     """
     parent = sweep_parent(sweep_dir)
     uri = parent["tracking_uri"] if parent else cfg.tracking.uri
-    configure(uri, cfg.tracking.experiment)
+    configure(uri, cfg.tracking.experiment, cfg.cache.dir)
     all_tags = {"git_commit": git_commit(), **process_tags(), **tags}
     if parent:
         all_tags.update({"mlflow.parentRunId": parent["run_id"], "sweep_id": parent["sweep_id"], **hydra_job_tags()})
