@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -35,9 +36,21 @@ def git_commit(where: str | Path | None = None) -> str:
     Resolved from the package's own location, not the working directory, so runs started from any
     folder record the code they ran; ``unknown`` only when the package is not in a git checkout.
     """
+    if where is None:
+        return _own_commit()
+    return _commit_of(Path(where))
+
+
+@functools.cache
+def _own_commit() -> str:
+    """The package's own commit, asked once per process (two git calls per job under load otherwise):
+    the code a running process runs cannot change under it."""
     import steering
 
-    cwd = Path(where) if where is not None else Path(steering.__file__).resolve().parent
+    return _commit_of(Path(steering.__file__).resolve().parent)
+
+
+def _commit_of(cwd: Path) -> str:
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
