@@ -361,16 +361,18 @@ def _annotate(client: MlflowClient, info: dict[str, Any], report: SweepReport, n
     """The parent's summary (tags, metrics, adjusted p values on each child); returns the finished jobs."""
     table = report.table
     annotate_parent(client, info["run_id"], report.runs, table, info["sweep_id"])
-    for name, value in report.analyses.metrics.items():  # n_jobs, n_failed, best Δr: annotate_parent
-        client.log_metric(info["run_id"], name, value)
-    _log_adjusted(client, info["run_id"], table)
+    parent = dict(report.analyses.metrics)  # n_jobs, n_failed, best Δr: annotate_parent
+    parent["multiplicity_family_size"] = _log_adjusted(client, table)
     if never is not None:
-        client.log_metric(info["run_id"], "n_not_run", never)
+        parent["n_not_run"] = never
+    now = int(datetime.now().timestamp() * 1000)
+    client.log_batch(info["run_id"], metrics=[Metric(k, float(v), now, 0) for k, v in parent.items()])
     return int((table["status"] == "FINISHED").sum())
 
 
-def _log_adjusted(client: MlflowClient, parent_id: str, table: Any) -> None:
-    """Holm/BH of the sweep's family on each child run too (visible in the MLflow run table)."""
+def _log_adjusted(client: MlflowClient, table: Any) -> int:
+    """Holm/BH of the sweep's family on each child run too (visible in the MLflow run table); returns
+    the family's size (the number of Holm-adjusted tests)."""
     now = int(datetime.now().timestamp() * 1000)
     n_tests = 0
     for row in table.to_dict("records"):
@@ -378,7 +380,7 @@ def _log_adjusted(client: MlflowClient, parent_id: str, table: Any) -> None:
         n_tests += sum(1 for c in values if c.endswith("_p_holm"))
         if values and row.get("run_id"):
             client.log_batch(row["run_id"], metrics=[Metric(k, v, now, 0) for k, v in values.items()])
-    client.log_metric(parent_id, "multiplicity_family_size", n_tests)
+    return n_tests
 
 
 def _confirm(

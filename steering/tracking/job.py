@@ -39,7 +39,7 @@ from steering.tracking.links import how_to_open, store_uri
 from steering.tracking.preflight import check_tracking
 from steering.tracking.results import sync_pending
 from steering.tracking.resume import fail_dead_runs
-from steering.tracking.runs import job_run, sweep_choices, sweep_parent
+from steering.tracking.runs import config_yaml, job_run, sweep_choices, sweep_parent
 from steering.util.hashing import config_hash, plain
 from steering.vocab import TARGETS
 
@@ -189,7 +189,8 @@ def evaluate(
         previous = _resume(cfg, inputs, tags, name, sweep_dir)
         if previous is not None:
             return previous
-    with FeatureFile(inputs.features) as ff, job_run(cfg, name, tags, sweep_dir) as run:
+    text = config_yaml(cfg)  # rendered once: the run's artifact and the results folder's file
+    with FeatureFile(inputs.features) as ff, job_run(cfg, name, tags, sweep_dir, text) as run:
         signals = _load_or_extract_signals(cfg, inputs, ff)
         eval_idx = split_indices(len(ff), cfg.data.eval_split, cfg.data.split, cfg.data.train_fraction)
         log_feature_input(inputs.features, inputs.data_hash, "eval", split=cfg.data.eval_split, n_eval=len(eval_idx))
@@ -202,7 +203,7 @@ def evaluate(
             result = evaluate_configuration(plan, loaded, reuse)
         result.run_id, result.experiment_id = run.info.run_id, run.info.experiment_id
         result.tags = {**tags, "signals_leakage": str(leak).lower()}
-        recorder.record(cfg, result, signals, run, digest, results_dir or hydra_output_dir())
+        recorder.record(cfg, result, signals, run, digest, results_dir or hydra_output_dir(), text)
     return result
 
 

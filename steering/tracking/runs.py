@@ -151,11 +151,13 @@ def job_run(
     run_name: str,
     tags: Mapping[str, str],
     sweep_dir: str | Path | None = None,
+    config_text: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start one MLflow run for a job: params flattened from the resolved config, tags, config artifact.
 
     In a sweep the run is nested under the sweep's parent run. An exception marks the run FAILED
-    and what was logged before it stays.
+    and what was logged before it stays. ``config_text``: :func:`config_yaml` of ``cfg`` when the
+    caller already rendered it.
     """
     parent = sweep_parent(sweep_dir)
     uri = parent["tracking_uri"] if parent else cfg.tracking.uri
@@ -166,7 +168,7 @@ def job_run(
     with mlflow.start_run(run_name=run_name, tags=all_tags) as run:
         params = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in flatten(plain(cfg)).items()}
         mlflow.log_params(params)
-        mlflow.log_text(config_yaml(cfg), "config.yaml")
+        mlflow.log_text(config_text if config_text is not None else config_yaml(cfg), "config.yaml")
         try:
             yield run
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run was killed, not failed
