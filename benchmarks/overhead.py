@@ -14,7 +14,9 @@ Hydra's ``#N : ...`` launch line (before Hydra composes that job's config) to th
 line (the last job: the last line of its own log file), so the jobs' spans and the sweep's overhead
 add up to its wall time. The sweep's overhead is split at log lines (MLflow's "Creating initial
 MLflow database tables", the callback's "sweep ...: parent run" and "... jobs finished", Hydra's
-"Launching"); a phase whose line is missing merges into its neighbour. Machine load stretches every
+"Launching"); a phase whose line is missing merges into its neighbour (a store copied from the
+migrated template under the cache directory logs no "Creating initial ..." line: store creation then
+merges into the phase before it). Machine load stretches every
 figure: compare runs made under the same load; the CPU seconds (user + sys) of each process and the
 sweep's wall/CPU ratio show how much.
 

@@ -149,3 +149,19 @@ def test_reuse_object_is_per_sweep(tmp_path):
     assert run.sweep_reuse(None) is None  # a standalone run gets none
     assert len(run.sweep_reuse(tmp_path / "a")) == 0  # the old sweep's results are gone
     assert isinstance(first, SweepReuse)
+
+
+def test_a_sweep_loads_its_model_once_per_checkpoint_device_and_trust():
+    reuse = SweepReuse()
+    loads = []
+
+    def load():
+        loads.append(1)
+        return object()
+
+    first = reuse.model(("checkpoint-hash", "cpu", False), load)
+    assert reuse.model(("checkpoint-hash", "cpu", False), load) is first
+    assert len(loads) == 1
+    assert reuse.model(("checkpoint-hash", "cpu", True), load) is not first
+    assert reuse.model(("other-hash", "cpu", False), load) is not first
+    assert len(loads) == 3

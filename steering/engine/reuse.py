@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,23 @@ class SweepReuse:
         self._entries: OrderedDict[str, ByStrength] = OrderedDict()
         self.hits = 0
         self.memory = ChunkMemory()  # the sweep's shared-work chunks, for the jobs run in this process
+        self._models: OrderedDict[tuple, Any] = OrderedDict()
+
+    def model(self, key: tuple, load: Callable[[], Any], keep: int = 2) -> Any:
+        """The model for ``key`` (checkpoint content hash, device, trust_pickle), loaded once per sweep.
+
+        Sharing is safe because a job never changes its model: it is in eval mode, steering passes
+        the gains as arguments (no hooks, no weight edits), and signal extraction puts device and
+        mode back. ``keep`` bounds how many models stay in memory.
+        """
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key]
+        model = load()
+        self._models[key] = model
+        while len(self._models) > keep:
+            self._models.popitem(last=False)
+        return model
 
     def strengths_for(self, strength: float) -> list[float]:
         """The strengths to compute together when ``strength`` is not stored yet."""

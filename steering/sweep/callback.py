@@ -118,25 +118,37 @@ def _bootstrap(config: DictConfig) -> dict[str, float | int]:
     }
 
 
-def _open_store(backend_uri: str, experiment: str, resume: bool) -> tuple[str, MlflowClient]:
+def _open_store(
+    backend_uri: str, experiment: str, resume: bool, cache_dir: str | None = None
+) -> tuple[str, MlflowClient]:
     """The store and experiment exist before any job; a store that cannot be used stops the sweep."""
     try:
         check_tracking(backend_uri)
     except TrackingError as exc:  # Hydra would only warn about a failing callback and run every job
         print(one_line(exc), file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    experiment_id = configure(backend_uri, experiment)
+    experiment_id = configure(backend_uri, experiment, cache_dir)
     client = MlflowClient(backend_uri)
     if resume:
         fail_dead_sweeps(client, experiment_id)
     return experiment_id, client
 
 
+def _cache_dir(config: DictConfig) -> str | None:
+    """``cache.dir`` of the sweep's config (where the new store's template lives), if it resolves."""
+    try:
+        directory = OmegaConf.select(config, "cache.dir", default=None)
+    except Exception:  # an interpolation that cannot resolve here: MLflow creates the store itself
+        return None
+    return str(directory) if directory else None
+
+
 def _open_parent(config: DictConfig, sweep_dir: Path) -> dict[str, Any]:
     """Create the parent run; returns what the jobs need to nest under it (``mlflow_parent.json``)."""
     backend_uri = str(config.tracking.uri)
     experiment = str(config.tracking.experiment)
-    experiment_id, client = _open_store(backend_uri, experiment, bool(OmegaConf.select(config, "resume")))
+    resume = bool(OmegaConf.select(config, "resume"))
+    experiment_id, client = _open_store(backend_uri, experiment, resume, _cache_dir(config))
     sweep_id = f"{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     preset = OmegaConf.select(config, "hydra.runtime.choices.experiment")
     task, params = overrides.task_and_params(config)
@@ -349,16 +361,18 @@ def _annotate(client: MlflowClient, info: dict[str, Any], report: SweepReport, n
     """The parent's summary (tags, metrics, adjusted p values on each child); returns the finished jobs."""
     table = report.table
     annotate_parent(client, info["run_id"], report.runs, table, info["sweep_id"])
-    for name, value in report.analyses.metrics.items():  # n_jobs, n_failed, best Δr: annotate_parent
-        client.log_metric(info["run_id"], name, value)
-    _log_adjusted(client, info["run_id"], table)
+    parent = dict(report.analyses.metrics)  # n_jobs, n_failed, best Δr: annotate_parent
+    parent["multiplicity_family_size"] = _log_adjusted(client, table)
     if never is not None:
-        client.log_metric(info["run_id"], "n_not_run", never)
+        parent["n_not_run"] = never
+    now = int(datetime.now().timestamp() * 1000)
+    client.log_batch(info["run_id"], metrics=[Metric(k, float(v), now, 0) for k, v in parent.items()])
     return int((table["status"] == "FINISHED").sum())
 
 
-def _log_adjusted(client: MlflowClient, parent_id: str, table: Any) -> None:
-    """Holm/BH of the sweep's family on each child run too (visible in the MLflow run table)."""
+def _log_adjusted(client: MlflowClient, table: Any) -> int:
+    """Holm/BH of the sweep's family on each child run too (visible in the MLflow run table); returns
+    the family's size (the number of Holm-adjusted tests)."""
     now = int(datetime.now().timestamp() * 1000)
     n_tests = 0
     for row in table.to_dict("records"):
@@ -366,7 +380,7 @@ def _log_adjusted(client: MlflowClient, parent_id: str, table: Any) -> None:
         n_tests += sum(1 for c in values if c.endswith("_p_holm"))
         if values and row.get("run_id"):
             client.log_batch(row["run_id"], metrics=[Metric(k, v, now, 0) for k, v in values.items()])
-    client.log_metric(parent_id, "multiplicity_family_size", n_tests)
+    return n_tests
 
 
 def _confirm(

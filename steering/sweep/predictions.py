@@ -22,10 +22,29 @@ ARTIFACT = "predictions.csv"
 
 
 def load_predictions(client: MlflowClient, run_id: str) -> pd.DataFrame:
-    """The run's ``predictions.csv`` artifact as a frame."""
+    """The run's ``predictions.csv`` artifact as a frame.
+
+    An artifact in a local artifact store is read where it lies (the same file a download would copy,
+    without MLflow's per-run download machinery: most of a sweep's end for many jobs); others are downloaded.
+    """
+    local = _local_artifact(client, run_id)
+    if local is not None:
+        return pd.read_csv(local)
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, ARTIFACT, tmp)
         return pd.read_csv(Path(path))
+
+
+def _local_artifact(client: MlflowClient, run_id: str) -> Path | None:
+    """The path of the run's ``predictions.csv`` when its artifact store is a local folder, else None."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+    from mlflow.utils.uri import is_local_uri
+
+    uri = client.get_run(run_id).info.artifact_uri
+    if not uri or not is_local_uri(uri, is_tracking_or_registry_uri=False):
+        return None
+    path = Path(local_file_uri_to_path(uri)) / ARTIFACT
+    return path if path.is_file() else None
 
 
 def draw_columns(predictions: pd.DataFrame, target: str) -> list[str]:

@@ -38,7 +38,7 @@ from steering.tracking.links import how_to_open, store_uri
 from steering.tracking.preflight import check_tracking
 from steering.tracking.results import sync_pending
 from steering.tracking.resume import fail_dead_runs
-from steering.tracking.runs import job_run, sweep_choices, sweep_parent
+from steering.tracking.runs import config_yaml, job_run, sweep_choices, sweep_parent
 from steering.util.hardware import cpu_threads, resolve_device
 from steering.util.hashing import config_hash
 from steering.vocab import TARGETS
@@ -128,18 +128,29 @@ class JobInputs:
     device: torch.device
 
 
-def load_inputs(cfg: RunConfig) -> JobInputs:
-    """Checkpoint, feature file (the demo's for a null one), model and spec, checked against each other."""
+def load_inputs(cfg: RunConfig, reuse: SweepReuse | None = None) -> JobInputs:
+    """Checkpoint, feature file (the demo's for a null one), model and spec, checked against each other.
+
+    ``reuse``: in a sweep, the model of an earlier job with the same checkpoint bytes, device and
+    ``trust_pickle`` is used again instead of reloaded.
+    """
     device = resolve_device(cfg.device)
     binning = Binning.from_conf(cfg.binning)
     if cfg.model.checkpoint is None and cfg.model.arch is not None:
         # Validate the choice against the demo architecture before building anything.
         steering_spec(cfg, tuple(Connection.parse(c) for c in cfg.model.arch.connections))
     trust = bool(cfg.model.trust_pickle)
+
+    def model_of(path: Path) -> Any:
+        if reuse is None or not path.is_file():  # (a missing file fails in load_model, as before)
+            return load_model(path, device=device, trust_pickle=trust)
+        key = (file_hash(path), str(device), trust)
+        return reuse.model(key, lambda: load_model(path, device=device, trust_pickle=trust))
+
     # A given checkpoint is checked before a missing feature file makes the demo build.
-    model = load_model(cfg.model.checkpoint, device=device, trust_pickle=trust) if cfg.model.checkpoint else None
+    model = model_of(Path(cfg.model.checkpoint)) if cfg.model.checkpoint else None
     checkpoint, features = resolve_inputs(cfg)
-    model = model or load_model(checkpoint, device=device, trust_pickle=trust)
+    model = model or model_of(Path(checkpoint))
     spec = steering_spec(cfg, model.connections)
     check_run_inputs(cfg, model, features, binning)
     return JobInputs(model, checkpoint, features, file_hash(checkpoint), file_hash(features), spec, binning, device)
@@ -162,7 +173,7 @@ def evaluate(
     check_run_options(cfg)
     check_input_paths(cfg)
     check_tracking(tracking_uri(cfg, sweep_dir))
-    inputs = load_inputs(cfg)
+    inputs = load_inputs(cfg, reuse)
     digest = config_hash(cfg, inputs.model_hash, inputs.data_hash)
     tags = {
         "oracle": str(category_mode(cfg.category.name).oracle).lower(),
@@ -178,7 +189,8 @@ def evaluate(
         previous = _resume(cfg, inputs, tags, name, sweep_dir)
         if previous is not None:
             return previous
-    with FeatureFile(inputs.features) as ff, job_run(cfg, name, tags, sweep_dir) as run:
+    text = config_yaml(cfg)  # rendered once: the run's artifact and the results folder's file
+    with FeatureFile(inputs.features) as ff, job_run(cfg, name, tags, sweep_dir, text) as run:
         signals = _load_or_extract_signals(cfg, inputs, ff)
         eval_idx = split_indices(len(ff), cfg.data.eval_split, cfg.data.split, cfg.data.train_fraction)
         log_feature_input(inputs.features, inputs.data_hash, "eval", split=cfg.data.eval_split, n_eval=len(eval_idx))
@@ -191,7 +203,7 @@ def evaluate(
             result = evaluate_configuration(plan, loaded, reuse)
         result.run_id, result.experiment_id = run.info.run_id, run.info.experiment_id
         result.tags = {**tags, "signals_leakage": str(leak).lower()}
-        recorder.record(cfg, result, signals, run, digest, results_dir or hydra_output_dir())
+        recorder.record(cfg, result, signals, run, digest, results_dir or hydra_output_dir(), text)
     return result
 
 

@@ -36,8 +36,11 @@ def record(
     run: mlflow.ActiveRun,
     digest: str,
     results_dir: str | Path | None,
+    config_text: str | None = None,
 ) -> Path:
     """Results to ``results_dir`` (else a temporary folder), the finite check, then MLflow.
+
+    ``config_text``: :func:`config_yaml` of ``cfg`` when the caller already rendered it.
 
     A logging failure records the directory as pending and raises the one-line error naming it.
     """
@@ -49,7 +52,7 @@ def record(
             directory,
             result.metrics,
             {"predictions.csv": result.predictions, "per_category.csv": result.per_category},
-            config_yaml(cfg),
+            config_text if config_text is not None else config_yaml(cfg),
             _run_info(run, str(cfg.tracking.experiment), uri, digest),
             {signals_file.name: signals_file.read_text()},
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import yaml
 
-from steering.tracking.preflight import store_lock, tracking_environment
+from steering.tracking.preflight import sqlite_path, store_lock, tracking_environment
+from steering.tracking.store_template import seed_sqlite_store
 from steering.util.hashing import flatten, plain
 
 if TYPE_CHECKING:
@@ -34,9 +36,21 @@ def git_commit(where: str | Path | None = None) -> str:
     Resolved from the package's own location, not the working directory, so runs started from any
     folder record the code they ran; ``unknown`` only when the package is not in a git checkout.
     """
+    if where is None:
+        return _own_commit()
+    return _commit_of(Path(where))
+
+
+@functools.cache
+def _own_commit() -> str:
+    """The package's own commit, asked once per process (two git calls per job under load otherwise):
+    the code a running process runs cannot change under it."""
     import steering
 
-    cwd = Path(where) if where is not None else Path(steering.__file__).resolve().parent
+    return _commit_of(Path(steering.__file__).resolve().parent)
+
+
+def _commit_of(cwd: Path) -> str:
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
@@ -54,14 +68,21 @@ def git_commit(where: str | Path | None = None) -> str:
     return sha + ("-dirty" if dirty else "") if sha else "unknown"
 
 
-def configure(uri: str, experiment: str) -> str:
-    """Point MLflow at ``uri``, create ``experiment`` if needed; returns the experiment id."""
+def configure(uri: str, experiment: str, cache_dir: str | Path | None = None) -> str:
+    """Point MLflow at ``uri``, create ``experiment`` if needed; returns the experiment id.
+
+    ``cache_dir``: where a new SQLite store's migrated template lives (see :mod:`store_template`);
+    ``None`` lets MLflow migrate a new store itself.
+    """
     from steering.tracking.mlflow_logs import route_mlflow_logging
 
     route_mlflow_logging()  # MLflow's messages in Hydra's format (and the job's log file)
     tracking_environment()  # bounded HTTP retries for this process and its workers
     mlflow.set_tracking_uri(uri)
     with store_lock(uri):  # two jobs creating a fresh SQLite store at once would race
+        path = sqlite_path(uri)
+        if path is not None:
+            seed_sqlite_store(path, cache_dir)
         exp = mlflow.set_experiment(experiment)
     return exp.experiment_id
 
@@ -130,22 +151,24 @@ def job_run(
     run_name: str,
     tags: Mapping[str, str],
     sweep_dir: str | Path | None = None,
+    config_text: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start one MLflow run for a job: params flattened from the resolved config, tags, config artifact.
 
     In a sweep the run is nested under the sweep's parent run. An exception marks the run FAILED
-    and what was logged before it stays.
+    and what was logged before it stays. ``config_text``: :func:`config_yaml` of ``cfg`` when the
+    caller already rendered it.
     """
     parent = sweep_parent(sweep_dir)
     uri = parent["tracking_uri"] if parent else cfg.tracking.uri
-    configure(uri, cfg.tracking.experiment)
+    configure(uri, cfg.tracking.experiment, cfg.cache.dir)
     all_tags = {"git_commit": git_commit(), **process_tags(), **tags}
     if parent:
         all_tags.update({"mlflow.parentRunId": parent["run_id"], "sweep_id": parent["sweep_id"], **hydra_job_tags()})
     with mlflow.start_run(run_name=run_name, tags=all_tags) as run:
         params = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in flatten(plain(cfg)).items()}
         mlflow.log_params(params)
-        mlflow.log_text(config_yaml(cfg), "config.yaml")
+        mlflow.log_text(config_text if config_text is not None else config_yaml(cfg), "config.yaml")
         try:
             yield run
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run was killed, not failed
