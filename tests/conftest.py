@@ -272,12 +272,3 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_process_caches():
-    """Each test starts without the in-process caches of earlier tests (files differ per test)."""
-    from steering.sweep.context import end_sweep
-
-    end_sweep()
-    yield

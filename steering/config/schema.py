@@ -41,7 +41,7 @@ class ArchConf(Checked):
     connections: list[list[str]] = field(
         default_factory=lambda: [["valence", "conv4"], ["valence", "conv3"], ["arousal", "conv2"], ["arousal", "conv1"]]
     )
-    # Registered backbone class (steering/model/backbone.py); docs/extending-backbone.md adds one.
+    # Registered backbone class (steering/model/backbone.py); docs/extending.md adds one.
     backbone: str = "cnn6"
 
 

@@ -2,7 +2,7 @@
 
 The model's one forward path (:meth:`LRMEmotionNet.single_pass`) walks a backbone through the
 pieces named here, so a new backbone is one class with these members plus one entry in
-:data:`BACKBONES`; see docs/model.md and docs/extending-backbone.md.
+:data:`BACKBONES`; see docs/model.md and docs/extending.md.
 """
 
 from __future__ import annotations
