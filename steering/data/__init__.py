@@ -6,8 +6,7 @@ h5py or torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from steering.util.lazy import lazy_attributes
 
 _WHERE = {
     "Batch": "steering.data.features",
@@ -23,8 +22,4 @@ _WHERE = {
 }
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'steering.data' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _WHERE)

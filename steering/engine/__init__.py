@@ -6,8 +6,7 @@ loading torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from steering.util.lazy import lazy_attributes
 
 _WHERE = {
     "CATEGORY_MODES": "steering.engine.categories",
@@ -28,8 +27,4 @@ _WHERE = {
 }
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'steering.engine' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _WHERE)

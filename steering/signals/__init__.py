@@ -5,8 +5,7 @@ Names are imported on first use, so ``python -m steering.signals --help`` does n
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from steering.util.lazy import lazy_attributes
 
 _WHERE = {
     "cache_key": "steering.signals.cache",
@@ -24,8 +23,4 @@ _WHERE = {
 }
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'steering.signals' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _WHERE)
