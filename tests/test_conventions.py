@@ -86,3 +86,26 @@ def test_every_document_the_code_cites_exists():
 
     missing = sorted({f"{p.relative_to(ROOT)}:{line}: {name}" for p, line, name in cited if not exists(name)})
     assert missing == [], "documents cited but not in the repository:\n" + "\n".join(missing)
+
+
+def test_no_function_of_the_package_is_longer_than_80_lines():
+    """Long functions were where the raw config and several jobs' worth of logic piled up; keep them short."""
+    long = []
+    for path in sorted((ROOT / "steering").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > 80:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {length} lines")
+    assert long == [], "\n".join(long)
+
+
+def test_only_the_hydra_side_sees_the_raw_config():
+    """Apps parse the composed config once (steering.cli.hydra_app); below them code takes typed objects.
+
+    ``DictConfig`` may appear only where Hydra hands it over: the adapter that builds and parses the
+    schemas, and the sweep's Hydra callbacks and plan readers.
+    """
+    allowed = {ROOT / "steering" / "config" / "hydra.py", *(ROOT / "steering" / "sweep").glob("*.py")}
+    mentions = [p for p in (ROOT / "steering").rglob("*.py") if "DictConfig" in p.read_text()]
+    assert sorted(str(p.relative_to(ROOT)) for p in mentions if p not in allowed) == []
