@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from steering.data import FeatureFile, split_indices
 from steering.tracking.job import evaluate
 from steering.tracking.runs import config_yaml, git_commit
-from steering.util.hashing import config_hash, flatten, plain
+from steering.util.hashing import ADDED_DEFAULTS, config_hash, flatten, plain
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
@@ -102,7 +102,13 @@ def _dict_config_digest(cfg, *content_hashes: str) -> str:
     volatile = ("tracking", "cache", "demo.cache_dir", "demo.workers", "demo.progress", "resume", "threads", "device")
     dropped = (*volatile, "confirm")
     resolved = flat(OmegaConf.to_container(cfg, resolve=True))
-    kept = {k: v for k, v in resolved.items() if not any(k == d or k.startswith(d + ".") for d in dropped)}
+    # Keys the config gained since, at their defaults, were not in the config then.
+    gained = {k for k, v in ADDED_DEFAULTS.items() if resolved.get(k) == v}
+    kept = {
+        k: v
+        for k, v in resolved.items()
+        if k not in gained and not any(k == d or k.startswith(d + ".") for d in dropped)
+    }
     payload = json.dumps([kept, list(content_hashes)], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
@@ -128,3 +134,18 @@ def test_the_evaluation_and_the_hashes_import_neither_mlflow_nor_hydra():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_keys_the_config_gained_leave_earlier_hashes_alone(compose_run):
+    """A run recorded before a key existed (no such key in its config) keeps its hash at the key's default."""
+    typed = compose_run("method=bypass")
+    older = plain(typed)
+    for dotted in ADDED_DEFAULTS:
+        *parents, leaf = dotted.split(".")
+        section = older
+        for key in parents:
+            section = section[key]
+        del section[leaf]  # the config as it was composed before the key existed
+    assert config_hash(typed, "m", "d") == config_hash(older, "m", "d")
+    moved = compose_run("method=bypass", "demo.train.weight_decay=0.1")
+    assert config_hash(moved, "m", "d") != config_hash(typed, "m", "d")  # set away from it, a key counts

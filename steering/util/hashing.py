@@ -19,6 +19,22 @@ import numpy as np
 #: Config keys that say where or how fast a run happens, not what it computes (``confirm`` acts after the sweep).
 VOLATILE_KEYS = ("tracking", "cache", "demo.cache_dir", "demo.workers", "demo.progress", "resume", "threads", "device")
 VOLATILE_KEYS += ("confirm",)
+#: Keys the run config gained after runs were recorded with it (another backbone; the demo's sections
+#: became the apps' own dataclasses): at these values they are left out of the hash, so a run logged
+#: before the key existed keeps its hash and ``resume=true`` still finds it. Set otherwise, they count.
+ADDED_DEFAULTS: dict[str, Any] = {
+    "model.arch.backbone": "cnn6",
+    "demo.frontend.resampler": "auto",
+    "demo.synthetic.name_prefix": "synth",
+    "demo.train.cosine_schedule": True,
+    "demo.train.device": "cpu",
+    "demo.train.eval_batch_size": 128,
+    "demo.train.progress": True,
+    "demo.train.target_weights": [1.0, 1.0],
+    "demo.train.train_fraction": 0.7,
+    "demo.train.weight_decay": 0.0,
+}
+_ABSENT = object()
 
 
 def bytes_digest(data: bytes, length: int | None = None) -> str:
@@ -91,7 +107,11 @@ def config_hash(config: Mapping[str, Any] | Any, *content_hashes: str, exclude: 
     """
     resolved = flatten(_plain(config))
     dropped = (*VOLATILE_KEYS, *exclude)
-    kept = {k: v for k, v in resolved.items() if not any(k == d or k.startswith(d + ".") for d in dropped)}
+    kept = {
+        k: v
+        for k, v in resolved.items()
+        if not any(k == d or k.startswith(d + ".") for d in dropped) and ADDED_DEFAULTS.get(k, _ABSENT) != v
+    }
     return json_digest([kept, list(content_hashes)], 20)
 
 
