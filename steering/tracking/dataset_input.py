@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
 import mlflow
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.exceptions import MlflowException
 
 #: MLflow's limit on a dataset digest.
 MAX_DIGEST = 36
@@ -22,6 +24,25 @@ def feature_dataset(path: str | Path, data_hash: str) -> MetaDataset:
     return MetaDataset(source, name=path.name, digest=data_hash[:MAX_DIGEST])
 
 
+#: Attempts at logging the input when parallel jobs of a sweep register the same dataset at once.
+ATTEMPTS = 3
+#: How the store reports that collision: SQLite, PostgreSQL.
+DUPLICATE_KEY = ("UNIQUE constraint failed", "duplicate key value violates unique constraint")
+
+
 def log_feature_input(path: str | Path, data_hash: str, context: str = "eval", **tags: str) -> None:
-    """Log the feature file as an input of the active run (context e.g. ``eval``; tags e.g. the split)."""
-    mlflow.log_input(feature_dataset(path, data_hash), context=context, tags={k: str(v) for k, v in tags.items()})
+    """Log the feature file as an input of the active run (context e.g. ``eval``; tags e.g. the split).
+
+    Parallel jobs of a sweep log the same dataset: the store looks it up, then inserts it, so two
+    jobs that do so at the same moment collide on its unique key. The one that loses tries again
+    and then finds the other's record.
+    """
+    dataset, tag_values = feature_dataset(path, data_hash), {k: str(v) for k, v in tags.items()}
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            mlflow.log_input(dataset, context=context, tags=tag_values)
+            return
+        except MlflowException as exc:
+            if attempt == ATTEMPTS or not any(phrase in str(exc) for phrase in DUPLICATE_KEY):
+                raise
+            time.sleep(0.2 * attempt)
