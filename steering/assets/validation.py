@@ -27,6 +27,7 @@ from steering.errors import ConfigError, ResultError
 
 if TYPE_CHECKING:
     from steering.config.schema import RunConfig
+    from steering.data.binning import Binning
 
 #: Cnn6 halves time and frequency in each of its 4 blocks.
 MIN_FRAMES = 16
@@ -71,19 +72,21 @@ def check_bootstrap(resamples: int, confidence: float, prefix: str = "metrics") 
         )
 
 
-def check_run_options(cfg: RunConfig) -> None:
+def check_run_options(cfg: RunConfig) -> Binning:
     """Rules of ``conf/run.yaml`` the schema cannot state (it already checked types, ranges, choices).
 
     The device this machine has, the bootstrap tail rule, a binning that holds together and a fixed
-    target that is one of its categories. No file is touched.
+    target that is one of its categories. No file is touched. Returns the checked binning.
     """
     from steering.data.binning import Binning
     from steering.engine.categories import CATEGORY_MODES
     from steering.engine.methods import METHODS
 
     # The conf/ group files list the choices; a name set directly (method.name=...) meets the registries here.
-    for option, registry in (("method.name", METHODS), ("category.name", CATEGORY_MODES)):
-        value = cfg.method.name if option == "method.name" else cfg.category.name
+    for option, value, registry in (
+        ("method.name", cfg.method.name, METHODS),
+        ("category.name", cfg.category.name, CATEGORY_MODES),
+    ):
         if value not in registry:
             raise ConfigError(option, f"must be one of {', '.join(registry)}, got {value!r}")
     mode = CATEGORY_MODES[cfg.category.name]
@@ -98,6 +101,7 @@ def check_run_options(cfg: RunConfig) -> None:
             binning.canonical(str(target))
         except ValueError as exc:
             raise ConfigError("category.target", str(exc)) from None
+    return binning
 
 
 def check_input_paths(cfg: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from steering.engine.store import ChunkMemory
-from steering.util.hashing import config_hash, parts_hash
+from steering.util.hashing import config_hash, json_digest
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def reuse_key(config: Any, *content_hashes: str) -> str:
 
 def family_key(config_key: str, *content_hashes: str) -> str:
     """A family's key (:func:`reuse_key`) extended by what only the evaluation knows (signals, shared work)."""
-    return parts_hash(config_key, *content_hashes)
+    return json_digest([config_key, *content_hashes], 20)
 
 
 class SweepReuse:

@@ -128,14 +128,13 @@ class JobInputs:
     device: torch.device
 
 
-def load_inputs(cfg: RunConfig, reuse: SweepReuse | None = None) -> JobInputs:
+def load_inputs(cfg: RunConfig, binning: Binning, reuse: SweepReuse | None = None) -> JobInputs:
     """Checkpoint, feature file (the demo's for a null one), model and spec, checked against each other.
 
     ``reuse``: in a sweep, the model of an earlier job with the same checkpoint bytes, device and
     ``trust_pickle`` is used again instead of reloaded.
     """
     device = resolve_device(cfg.device)
-    binning = Binning.from_conf(cfg.binning)
     if cfg.model.checkpoint is None and cfg.model.arch is not None:
         # Validate the choice against the demo architecture before building anything.
         steering_spec(cfg, tuple(Connection.parse(c) for c in cfg.model.arch.connections))
@@ -170,10 +169,10 @@ def evaluate(
     ``reuse``: the sweep's :class:`SweepReuse` (created per sweep by the app), so sibling strengths
     share one forward; ``None`` computes only this run's strength.
     """
-    check_run_options(cfg)
+    binning = check_run_options(cfg)
     check_input_paths(cfg)
     check_tracking(tracking_uri(cfg, sweep_dir))
-    inputs = load_inputs(cfg, reuse)
+    inputs = load_inputs(cfg, binning, reuse)
     digest = config_hash(cfg, inputs.model_hash, inputs.data_hash)
     tags = {
         "oracle": str(category_mode(cfg.category.name).oracle).lower(),

@@ -88,14 +88,15 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _plain(value: Any) -> Any:
-    """Plain containers of a dataclass or mapping (values untouched), so both hash alike."""
+def plain(value: Any) -> Any:
+    """A typed config (dataclass instance) or a mapping as nested plain containers, values untouched,
+    so both hash, log and save alike."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -105,7 +106,7 @@ def config_hash(config: Mapping[str, Any] | Any, *content_hashes: str, exclude: 
     ``config`` is a plain (resolved) mapping or a dataclass; ``exclude`` leaves out further keys
     (and their children), e.g. ``strength`` for sibling reuse.
     """
-    resolved = flatten(_plain(config))
+    resolved = flatten(plain(config))
     dropped = (*VOLATILE_KEYS, *exclude)
     kept = {
         k: v
@@ -113,13 +114,3 @@ def config_hash(config: Mapping[str, Any] | Any, *content_hashes: str, exclude: 
         if not any(k == d or k.startswith(d + ".") for d in dropped) and ADDED_DEFAULTS.get(k, _ABSENT) != v
     }
     return json_digest([kept, list(content_hashes)], 20)
-
-
-def plain(config: Any) -> dict[str, Any]:
-    """A typed config (dataclass instance) or a mapping as nested plain dicts."""
-    return _plain(config)
-
-
-def parts_hash(*parts: str, length: int = 20) -> str:
-    """Hash of a sequence of strings (e.g. a key and the content hashes it is combined with)."""
-    return json_digest(list(parts), length)
