@@ -124,6 +124,9 @@ class TrackingConf(Checked):
     experiment: str = "steering"
     # steering.train logs to this experiment (null: "<experiment>-train").
     train_experiment: str | None = None
+    # tracking=offline: each job logs to its own SQLite store (``uri``, in its output directory), artifacts
+    # beside it; a sweep opens no parent run or server there; steering-merge joins the stores later (docs/hpc.md).
+    offline: bool = False
 
 
 @dataclass

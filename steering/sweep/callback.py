@@ -45,7 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from steering.errors import TrackingError, one_line
 from steering.stats import multiplicity as mult
 from steering.sweep import confirmation as conf
-from steering.sweep import overrides
+from steering.sweep import offline, overrides
 from steering.sweep import table as tbl
 from steering.sweep.interrupt import InterruptWatch, end_running_children, note_unfinished, planned_jobs
 from steering.sweep.parent import annotate_parent
@@ -201,6 +201,9 @@ class MlflowSweepCallback(Callback):
     # -- sweep start -------------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_launcher(config)
+        if offline.is_offline(config):  # tracking=offline: no store, server or parent here (steering-merge)
+            offline.start_offline_sweep(config)
+            return
         route_mlflow_logging()
         tracking_environment()
         if not HydraConfig.initialized():
@@ -249,6 +252,7 @@ class MlflowSweepCallback(Callback):
             return
         try:
             _record_failed_job(config, job_return)
+            offline.record_failed_job(config, job_return)  # tracking=offline: in the job's own store
         except Exception:  # never let bookkeeping hide the job's own error
             log.exception("could not record the failed job in MLflow")
 

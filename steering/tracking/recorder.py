@@ -20,7 +20,7 @@ from steering.assets.validation import check_finite_results, prediction_columns
 from steering.evaluation import RunResult, cache_dir
 from steering.signals import SignalSet, save_signals
 from steering.tracking.results import artifact_files, logging_failed, mark_logged, record_pending, write_results
-from steering.tracking.runs import config_yaml, configure, find_finished
+from steering.tracking.runs import config_yaml, existing_experiment, find_finished
 
 if TYPE_CHECKING:
     from steering.config.schema import RunConfig
@@ -84,8 +84,8 @@ def _run_info(run: mlflow.ActiveRun, experiment: str, uri: str, digest: str) -> 
 
 def previous_result(uri: str, experiment: str, digest: str, name: str) -> RunResult | None:
     """With ``resume=true``: the result of a FINISHED run that computed exactly this, if any."""
-    experiment_id = configure(uri, experiment)
-    previous = find_finished(experiment_id, digest)
+    experiment_id = existing_experiment(uri, experiment)
+    previous = find_finished(experiment_id, digest) if experiment_id is not None else None
     if previous is None:
         return None
     log.info("resume: %s already finished as run %s; not run again", name, previous.info.run_id)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import yaml
 
+from steering.tracking.offline import artifact_root, offline_sweep
 from steering.tracking.preflight import sqlite_path, store_lock, tracking_environment
 from steering.tracking.store_template import seed_sqlite_store
 from steering.util.hashing import flatten, plain
@@ -68,11 +69,14 @@ def _commit_of(cwd: Path) -> str:
     return sha + ("-dirty" if dirty else "") if sha else "unknown"
 
 
-def configure(uri: str, experiment: str, cache_dir: str | Path | None = None) -> str:
+def configure(
+    uri: str, experiment: str, cache_dir: str | Path | None = None, artifact_location: str | None = None
+) -> str:
     """Point MLflow at ``uri``, create ``experiment`` if needed; returns the experiment id.
 
     ``cache_dir``: where a new SQLite store's migrated template lives (see :mod:`store_template`);
-    ``None`` lets MLflow migrate a new store itself.
+    ``None`` lets MLflow migrate a new store itself. ``artifact_location``: where a new experiment
+    keeps its artifacts (``tracking=offline``: beside the store); ``None``: MLflow's default.
     """
     from steering.tracking.mlflow_logs import route_mlflow_logging
 
@@ -83,8 +87,22 @@ def configure(uri: str, experiment: str, cache_dir: str | Path | None = None) ->
         path = sqlite_path(uri)
         if path is not None:
             seed_sqlite_store(path, cache_dir)
+        if artifact_location is not None and mlflow.get_experiment_by_name(experiment) is None:
+            mlflow.create_experiment(experiment, artifact_location=artifact_location)
         exp = mlflow.set_experiment(experiment)
     return exp.experiment_id
+
+
+def existing_experiment(uri: str, experiment: str) -> str | None:
+    """Point MLflow at ``uri`` and return the id of ``experiment`` there, creating neither the store nor
+    the experiment (a store where nothing ran holds no previous result; the job's run creates them)."""
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
+        return None
+    tracking_environment()
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(experiment)
+    return exp.experiment_id if exp is not None else None
 
 
 def find_finished(experiment_id: str, config_digest: str) -> mlflow.entities.Run | None:
@@ -125,7 +143,7 @@ def hydra_job_tags() -> dict[str, str]:
 
 def sweep_choices(sweep_dir: str | Path | None) -> dict[str, str]:
     """In a sweep: this job's values of the keys the sweep varies, as typed (``{"method": "bypass"}``)."""
-    parent = sweep_parent(sweep_dir)
+    parent = sweep_parent(sweep_dir) or offline_sweep(sweep_dir)
     if not parent or not parent.get("varied"):
         return {}
     from hydra.core.hydra_config import HydraConfig
@@ -161,10 +179,13 @@ def job_run(
     """
     parent = sweep_parent(sweep_dir)
     uri = parent["tracking_uri"] if parent else cfg.tracking.uri
-    configure(uri, cfg.tracking.experiment, cfg.cache.dir)
+    artifacts = artifact_root(uri) if cfg.tracking.offline else None
+    configure(uri, cfg.tracking.experiment, cfg.cache.dir, artifacts)
     all_tags = {"git_commit": git_commit(), **process_tags(), **tags}
     if parent:
         all_tags.update({"mlflow.parentRunId": parent["run_id"], "sweep_id": parent["sweep_id"], **hydra_job_tags()})
+    elif (offline := offline_sweep(sweep_dir)) is not None:  # the parent is made by steering-merge
+        all_tags.update({"sweep_id": offline["sweep_id"], **hydra_job_tags()})
     with mlflow.start_run(run_name=run_name, tags=all_tags) as run:
         params = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in flatten(plain(cfg)).items()}
         mlflow.log_params(params)
