@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from steering.sweep import overrides
 from steering.sweep import table as tbl
+from steering.sweep.confirmation import ConfirmConfigError, confirm_settings
 from steering.sweep.interrupt import planned_jobs
 from steering.tracking.offline import OFFLINE_FILE, artifact_root, offline_sweep
 from steering.tracking.runs import configure, process_tags
@@ -87,6 +88,12 @@ def start_offline_sweep(config: DictConfig) -> dict[str, Any]:
         "tags": tags,
     }
     atomic_write_text(sweep_dir / OFFLINE_FILE, json.dumps(info, indent=2))
+    if _confirms(config):
+        log.warning(
+            "confirm.enabled: an offline sweep is not confirmed (steering-merge builds its table only); "
+            "run the chosen row once more with data.eval_split=%s",
+            OmegaConf.select(config, "confirm.split", default="test"),
+        )
     log.info(
         "sweep %s runs offline: each job logs into mlflow.db in its own directory under %s; "
         "afterwards merge them with: steering-merge %s --tracking-uri <main store>",
@@ -95,6 +102,13 @@ def start_offline_sweep(config: DictConfig) -> dict[str, Any]:
         sweep_dir,
     )
     return info
+
+
+def _confirms(config: DictConfig) -> bool:
+    try:
+        return confirm_settings(config).enabled
+    except ConfirmConfigError:  # the job's own config check names the problem
+        return False
 
 
 def _cache_dir(config: DictConfig) -> str | None:
