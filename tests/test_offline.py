@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +159,7 @@ def test_single_offline_run_merges_with_its_artifacts(assets, compose_run):
     result = evaluate(cfg, results_dir=run_dir)
     source_client, source = only_run(run_dir / "mlflow.db")
     assert (run_dir / "mlartifacts" / source.info.run_id / "artifacts" / "predictions.csv").is_file()
+    run_dir = shutil.move(run_dir, assets["tmp"] / "copied_back")  # as if copied from the cluster
     uri = f"sqlite:///{assets['tmp']}/single_main.db"
     for _ in range(2):  # the second merge finds the run already there
         assert merge_main([str(run_dir), "--tracking-uri", uri]) == 0

@@ -38,6 +38,7 @@ from steering.tracking.merge import (
     store_runs,
 )
 from steering.tracking.offline import OFFLINE_FILE, offline_sweep
+from steering.tracking.resume import DEAD_TAG
 
 log = logging.getLogger(__name__)
 
@@ -163,5 +164,10 @@ def _copy_jobs(
             tags[SUPERSEDED_TAG] = sweep["sweep_id"]
             state = f"{run.info.status}/superseded"
         artifacts = artifacts_of(store, run)
-        copies.append(copy_run(target, experiment_id, source, run, tags=tags, state=state, artifacts=artifacts))
+        copy = copy_run(target, experiment_id, source, run, tags=tags, state=state, artifacts=artifacts)
+        if copy.new and run.info.run_id not in current and run.info.status == "RUNNING":
+            # an attempt left RUNNING by a killed job that a later attempt replaced: it will never end
+            target.set_tag(copy.run_id, DEAD_TAG, "a later attempt of the same job replaced it")
+            target.set_terminated(copy.run_id, "KILLED")
+        copies.append(copy)
     return copies
