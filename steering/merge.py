@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", help="merge into this MLflow experiment (default: the runs' own)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # MLflow would print a link per run it ends on a server; the merge prints the parent's link itself.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     uri = args.tracking_uri or default_uri()
     cache = os.environ.get("STEERING_CACHE_DIR") or str(Path.cwd() / ".cache" / "steering")
     for merged in merge(args.directories, uri, args.experiment, cache):
