@@ -194,3 +194,31 @@ def test_a_run_merged_while_running_is_copied_again_once_it_ended(tmp_path):
 def test_a_directory_without_offline_stores_is_refused_naming_it(tmp_path):
     with pytest.raises(TrackingError, match=str(tmp_path)):
         merge_main([str(tmp_path), "--tracking-uri", f"sqlite:///{tmp_path}/main.db"])
+
+
+def test_a_job_resumed_in_its_directory_is_one_row_and_its_earlier_attempt_stays_outside(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    store = sweep_dir / "0" / "mlflow.db"
+    store.parent.mkdir(parents=True)
+    sweep = {"sweep_id": "s1", "experiment": "steering", "varied": ["strength"], "planned_jobs": 1}
+    sweep |= {"run_name": "sweep-multirun-s1", "tags": {"sweep_id": "s1", "sweep_role": "parent"}}
+    (sweep_dir / "offline_sweep.json").write_text(json.dumps(sweep))
+    source = MlflowClient(f"sqlite:///{store}")
+    experiment_id = source.create_experiment("steering", artifact_location=str(store.parent / "mlartifacts"))
+    tags = {"sweep_id": "s1", "sweep_job_num": "0", "sweep_overrides": json.dumps(["strength=1"])}
+    killed = source.create_run(experiment_id, run_name="first", tags=tags)  # left RUNNING by a killed job
+    again = source.create_run(experiment_id, run_name="again", tags=tags)
+    source.log_metric(again.info.run_id, "dr_valence", 0.25)
+    source.set_terminated(again.info.run_id, "FINISHED")
+    uri = f"sqlite:///{tmp_path}/main.db"
+    assert merge_main([str(sweep_dir), "--tracking-uri", uri]) == 0
+    client = MlflowClient(uri)
+    ids = [client.get_experiment_by_name("steering").experiment_id]
+    runs = {r.data.tags["merged_from_run_id"]: r for r in client.search_runs(ids, "tags.merged_from_run_id != ''")}
+    parent = client.search_runs(ids, "tags.sweep_role = 'parent'")[0]
+    assert runs[again.info.run_id].data.tags["mlflow.parentRunId"] == parent.info.run_id
+    earlier = runs[killed.info.run_id]
+    assert "mlflow.parentRunId" not in earlier.data.tags and "sweep_id" not in earlier.data.tags
+    assert earlier.info.status == "KILLED"
+    table = pd.read_csv(sweep_dir / "comparison.csv")
+    assert list(table["run_id"]) == [runs[again.info.run_id].info.run_id]
