@@ -5,7 +5,8 @@ What makes it dependable on a shared, loaded machine (docs/tracking.md):
 - **one uvicorn worker**: with several, uvicorn's supervisor kills any worker that misses its 5-s ping,
   which a loaded machine makes happen in a loop; one worker serves a sweep's jobs easily;
 - **no MLflow job runner** (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``): a sweep submits no MLflow jobs,
-  and the runner's extra processes slowed the start (27 s instead of 8 s on an idle 2-core machine);
+  and the runner's extra processes slowed the start (27 s instead of 8 s until uvicorn bound its port,
+  measured once each on a shared 2-core machine);
 - **the server binds its port itself**: a port found free may be taken before the server binds it, so a
   start that fails with "address already in use" is tried again on another port;
 - **trusted only when it serves this store**: a random token is written into the store as an experiment
