@@ -3,11 +3,11 @@
 Registered in ``conf/run.yaml`` under ``hydra.callbacks``. In a multirun it
 
 1. creates the tracking store and experiment once (jobs never race to create SQLite tables),
-2. opens the parent run (client API, so no active fluent run leaks into in-process jobs),
-3. for parallel launchers over a SQLite store, starts a local ``mlflow server`` (steering.sweep.server)
-   so that jobs log over HTTP instead of writing SQLite concurrently; if the store, the server or the
-   parent run cannot be set up, the sweep stops before any job with one line and exit status 2
-   (Hydra would turn the callback's exception into a warning and run every job untracked),
+2. for parallel launchers over a SQLite store, starts a local ``mlflow server`` (steering.sweep.server)
+   so that jobs log over HTTP instead of writing SQLite concurrently,
+3. opens the parent run (client API, so no active fluent run leaks into in-process jobs); if the store,
+   the server or the parent run cannot be set up, the sweep stops before any job with one line and
+   exit status 2 (Hydra would turn the callback's exception into a warning and run every job untracked),
 4. writes ``mlflow_parent.json`` into the sweep dir; ``steering.tracking.runs.job_run`` reads it and
    nests each job's run under the parent (tags ``mlflow.parentRunId``, ``sweep_id``),
 5. at the end builds the sweep's report (steering.sweep.report: ``comparison.csv``/``comparison.md``,
@@ -140,6 +140,15 @@ def setup_error_line(exc: Exception, backend_uri: str) -> str:
     return one_line(TrackingError(f"{backend_uri}: the sweep's tracking set-up failed: {type(exc).__name__}: {first}"))
 
 
+def _partition(config: DictConfig) -> str | None:
+    """The SLURM partition the launcher submits to, if set (and it resolves here)."""
+    try:
+        partition = OmegaConf.select(config, "hydra.launcher.partition", default=None)
+    except Exception:  # an interpolation that cannot resolve here: all partitions
+        return None
+    return str(partition) if partition else None
+
+
 def _cache_dir(config: DictConfig) -> str | None:
     """``cache.dir`` of the sweep's config (where the new store's template lives), if it resolves."""
     try:
@@ -258,8 +267,7 @@ class MlflowSweepCallback(Callback):
         if not backend_uri.startswith("sqlite:"):
             return None  # already a server (tracking=server) or a file store: use it as it is
         advertise = self.advertise_host or (socket.getfqdn() if self.host == "0.0.0.0" else None)
-        partition = OmegaConf.select(config, "hydra.launcher.partition", default=None)
-        if "slurm" in launcher and self.host.startswith("127.") and nodes_elsewhere(partition):
+        if "slurm" in launcher and self.host.startswith("127.") and nodes_elsewhere(_partition(config)):
             log.warning(
                 "SLURM jobs cannot reach a server on %s; use tracking=server or "
                 "hydra.callbacks.mlflow_sweep.host=0.0.0.0",
