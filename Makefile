@@ -38,8 +38,10 @@ lint: $(DEV)
 	$(PY) -m ruff format --check steering tests benchmarks hydra_plugins setup.py
 	$(BIN)/lint-imports
 
+## The MLflow UI over the local store; one worker (uvicorn kills busy workers of a pool on a loaded machine).
 ui: $(RUNTIME)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+		--host 127.0.0.1 --port 5000 --workers 1
 
 ## A preset sweep (experiments/*.yaml; a preset runs as a sweep) and its table rebuilt from MLflow.
 sweep: $(RUNTIME)

@@ -3,9 +3,11 @@
 Registered in ``conf/run.yaml`` under ``hydra.callbacks``. In a multirun it
 
 1. creates the tracking store and experiment once (jobs never race to create SQLite tables),
-2. opens the parent run (client API, so no active fluent run leaks into in-process jobs),
-3. for parallel launchers over a SQLite store, starts a local ``mlflow server`` so that jobs log
-   over HTTP instead of writing SQLite concurrently,
+2. for parallel launchers over a SQLite store, starts a local ``mlflow server`` (steering.sweep.server)
+   so that jobs log over HTTP instead of writing SQLite concurrently,
+3. opens the parent run (client API, so no active fluent run leaks into in-process jobs); if the store,
+   the server or the parent run cannot be set up, the sweep stops before any job with one line and
+   exit status 2 (Hydra would turn the callback's exception into a warning and run every job untracked),
 4. writes ``mlflow_parent.json`` into the sweep dir; ``steering.tracking.runs.job_run`` reads it and
    nests each job's run under the parent (tags ``mlflow.parentRunId``, ``sweep_id``),
 5. at the end builds the sweep's report (steering.sweep.report: ``comparison.csv``/``comparison.md``,
@@ -42,7 +44,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from steering.errors import TrackingError, one_line
+from steering.errors import SteeringError, TrackingError, one_line
 from steering.stats import multiplicity as mult
 from steering.sweep import confirmation as conf
 from steering.sweep import offline, overrides
@@ -50,7 +52,7 @@ from steering.sweep import table as tbl
 from steering.sweep.interrupt import InterruptWatch, end_running_children, note_unfinished, planned_jobs
 from steering.sweep.parent import annotate_parent
 from steering.sweep.report import SweepReport, terminal_view, write_report
-from steering.sweep.server import LocalServer, start_server
+from steering.sweep.server import DEFAULT_TIMEOUT, LocalServer, nodes_elsewhere, start_server
 from steering.tracking import links as ui_links
 from steering.tracking.mlflow_logs import route_mlflow_logging
 from steering.tracking.preflight import check_tracking, tracking_environment
@@ -122,16 +124,29 @@ def _open_store(
     backend_uri: str, experiment: str, resume: bool, cache_dir: str | None = None
 ) -> tuple[str, MlflowClient]:
     """The store and experiment exist before any job; a store that cannot be used stops the sweep."""
-    try:
-        check_tracking(backend_uri)
-    except TrackingError as exc:  # Hydra would only warn about a failing callback and run every job
-        print(one_line(exc), file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+    check_tracking(backend_uri)
     experiment_id = configure(backend_uri, experiment, cache_dir)
     client = MlflowClient(backend_uri)
     if resume:
         fail_dead_sweeps(client, experiment_id)
     return experiment_id, client
+
+
+def setup_error_line(exc: Exception, backend_uri: str) -> str:
+    """The one line printed when the sweep's tracking cannot be set up (ours name the file or URI already)."""
+    if isinstance(exc, SteeringError):
+        return one_line(exc)
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return one_line(TrackingError(f"{backend_uri}: the sweep's tracking set-up failed: {type(exc).__name__}: {first}"))
+
+
+def _partition(config: DictConfig) -> str | None:
+    """The SLURM partition the launcher submits to, if set (and it resolves here)."""
+    try:
+        partition = OmegaConf.select(config, "hydra.launcher.partition", default=None)
+    except Exception:  # an interpolation that cannot resolve here: all partitions
+        return None
+    return str(partition) if partition else None
 
 
 def _cache_dir(config: DictConfig) -> str | None:
@@ -143,12 +158,9 @@ def _cache_dir(config: DictConfig) -> str | None:
     return str(directory) if directory else None
 
 
-def _open_parent(config: DictConfig, sweep_dir: Path) -> dict[str, Any]:
+def _open_parent(config: DictConfig, sweep_dir: Path, client: MlflowClient, experiment_id: str) -> dict[str, Any]:
     """Create the parent run; returns what the jobs need to nest under it (``mlflow_parent.json``)."""
     backend_uri = str(config.tracking.uri)
-    experiment = str(config.tracking.experiment)
-    resume = bool(OmegaConf.select(config, "resume"))
-    experiment_id, client = _open_store(backend_uri, experiment, resume, _cache_dir(config))
     sweep_id = f"{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     preset = OmegaConf.select(config, "hydra.runtime.choices.experiment")
     task, params = overrides.task_and_params(config)
@@ -171,7 +183,7 @@ def _open_parent(config: DictConfig, sweep_dir: Path) -> dict[str, Any]:
         "tracking_uri": backend_uri,
         "backend_uri": backend_uri,
         "experiment_id": experiment_id,
-        "experiment": experiment,
+        "experiment": str(config.tracking.experiment),
         "varied": varied,
         "planned_jobs": planned_jobs(config),
         "preset": str(preset) if preset else None,
@@ -186,7 +198,8 @@ class MlflowSweepCallback(Callback):
         server: str = "auto",
         host: str = "127.0.0.1",
         advertise_host: str | None = None,
-        server_timeout: float = 120.0,
+        server_timeout: float = DEFAULT_TIMEOUT,
+        port: int | None = None,
     ) -> None:
         if server not in ("auto", "always", "never"):
             raise ValueError(f"server must be auto, always or never, not {server!r}")
@@ -194,6 +207,7 @@ class MlflowSweepCallback(Callback):
         self.host = host
         self.advertise_host = advertise_host
         self.server_timeout = server_timeout
+        self.port = port
 
     def __getstate__(self) -> dict[str, Any]:  # pickled to joblib/submitit workers without the live sweep
         return {k: v for k, v in self.__dict__.items() if k not in ("_sweep", "_watch")}
@@ -211,24 +225,44 @@ class MlflowSweepCallback(Callback):
         confirm = _confirm_settings(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        info = _open_parent(config, sweep_dir)
-        # Held before the server starts, so an interrupt while it starts still closes the parent.
-        self._sweep = ActiveSweep(info, sweep_dir, confirm, _bootstrap(config))
+        try:
+            info, server = self._start_tracking(config, sweep_dir)
+        except Exception as exc:
+            # Hydra only warns about a callback's exception and runs every job untracked; SystemExit stops it.
+            log.debug("the sweep's tracking set-up failed", exc_info=True)
+            print(setup_error_line(exc, str(config.tracking.uri)), file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        self._sweep = ActiveSweep(info, sweep_dir, confirm, _bootstrap(config), server)
         self._watch = InterruptWatch(self.mark_interrupted)
         self._watch.install()
         atexit.register(self._finish_at_exit)
-        server = self._maybe_start_server(config, info["backend_uri"], sweep_dir)
         if server is not None:
             # MLflow would print each run's link on the temporary server, which is gone after the sweep;
             # the jobs' summaries print links to the store that stays instead (workers inherit this).
             os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-        info["tracking_uri"] = server.uri if server else info["backend_uri"]
-        self._sweep.server = server
         (sweep_dir / PARENT_FILE).write_text(json.dumps(info, indent=2))
         via = f" (jobs log through the temporary server {server.uri})" if server else ""
         log.info("sweep %s: parent run %s in %s%s", info["sweep_id"], info["run_id"], info["backend_uri"], via)
 
-    def _maybe_start_server(self, config: DictConfig, backend_uri: str, sweep_dir: Path) -> LocalServer | None:
+    def _start_tracking(self, config: DictConfig, sweep_dir: Path) -> tuple[dict[str, Any], LocalServer | None]:
+        """The store, the private server (if any), then the parent run: a failure leaves no parent run and no
+        server behind, and nothing has been launched yet."""
+        backend_uri = str(config.tracking.uri)
+        resume = bool(OmegaConf.select(config, "resume"))
+        experiment_id, client = _open_store(backend_uri, str(config.tracking.experiment), resume, _cache_dir(config))
+        server = self._maybe_start_server(config, backend_uri, sweep_dir, experiment_id)
+        try:
+            info = _open_parent(config, sweep_dir, client, experiment_id)
+        except BaseException:
+            if server is not None:
+                server.stop()
+            raise
+        info["tracking_uri"] = server.uri if server else backend_uri
+        return info, server
+
+    def _maybe_start_server(
+        self, config: DictConfig, backend_uri: str, sweep_dir: Path, experiment_id: str
+    ) -> LocalServer | None:
         launcher = _launcher_name(config)
         parallel = any(name in launcher for name in PARALLEL_LAUNCHERS)
         if self.server == "never" or (self.server == "auto" and not parallel):
@@ -236,14 +270,20 @@ class MlflowSweepCallback(Callback):
         if not backend_uri.startswith("sqlite:"):
             return None  # already a server (tracking=server) or a file store: use it as it is
         advertise = self.advertise_host or (socket.getfqdn() if self.host == "0.0.0.0" else None)
-        if "slurm" in launcher and self.host.startswith("127."):
+        if "slurm" in launcher and self.host.startswith("127.") and nodes_elsewhere(_partition(config)):
             log.warning(
                 "SLURM jobs cannot reach a server on %s; use tracking=server or "
                 "hydra.callbacks.mlflow_sweep.host=0.0.0.0",
                 self.host,
             )
         return start_server(
-            backend_uri, sweep_dir, host=self.host, advertise_host=advertise, timeout=self.server_timeout
+            backend_uri,
+            sweep_dir,
+            host=self.host,
+            port=self.port,
+            advertise_host=advertise,
+            timeout=self.server_timeout,
+            experiment_id=experiment_id,
         )
 
     # -- per job (runs in the job's process: in-process, joblib worker or submitit job) -----------
