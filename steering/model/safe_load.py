@@ -132,27 +132,35 @@ def _kind(head: bytes) -> str:
 
 def _scan_pickles(data: bytes) -> tuple[list[str], int]:
     """Every ``module.name`` the pickles in ``data`` import (GLOBAL, STACK_GLOBAL), read without running
-    them, and how many pickles parsed to their end."""
+    them, and how many pickles parsed to their end.
+
+    ``recent`` follows what each opcode pushes (strings by value, anything else as None) and the memo
+    by the same rule, so STACK_GLOBAL's two operands are known however the pickler spelled them.
+    """
     names: list[str] = []
     stream = io.BytesIO(data)
-    strings: list[str] = []
-    memo: dict[int, str] = {}
     complete = 0
     try:
         while stream.tell() < len(data):
+            recent: list[str | None] = []
+            memo: dict[int, str | None] = {}
             for op, arg, _pos in pickletools.genops(stream):
+                top = recent[-1] if recent else None
                 if op.name == "GLOBAL":
                     names.append(str(arg).replace(" ", "."))
-                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    names.append(f"{strings[-2]}.{strings[-1]}")
-                elif isinstance(arg, str) and "UNICODE" in op.name:
-                    strings.append(arg)
-                elif op.name == "MEMOIZE" and strings:
-                    memo[len(memo)] = strings[-1]
-                elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
-                    memo[int(arg)] = strings[-1]
-                elif op.name in ("BINGET", "LONG_BINGET", "GET") and int(arg) in memo:
-                    strings.append(memo[int(arg)])
+                    recent.append(None)
+                elif op.name == "STACK_GLOBAL":
+                    if len(recent) >= 2 and recent[-2] and recent[-1]:
+                        names.append(f"{recent[-2]}.{recent[-1]}")
+                    recent.append(None)
+                elif op.name == "MEMOIZE":
+                    memo[len(memo)] = top
+                elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                    memo[int(arg)] = top
+                elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+                    recent.append(memo.get(int(arg)))
+                elif op.stack_after:
+                    recent.append(arg if isinstance(arg, str) and "UNICODE" in op.name else None)
             complete += 1
     except Exception:  # cut off by the scan limit, or raw storage bytes after a legacy file's pickles
         pass
