@@ -10,6 +10,7 @@ the apps), one line, no MLflow run, no output or cache written, no input changed
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import subprocess
@@ -234,6 +235,23 @@ def test_signal_json_nested_200000_deep_is_one_line(compose_config, inputs, tmp_
     merely_deep = tmp_path / "deep100.json"
     merely_deep.write_text('{"metadata": {"a": ' + "[" * 100 + "]" * 100 + "}}")
     _refused(compose_config, inputs, tmp_path, [f"signals.path={merely_deep}"], "nested more than 64 levels")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [
+        ({"indices": ["x", 1]}, "metadata.indices must be a list of clip indices"),
+        ({"indices": [1e30]}, "metadata.indices must be a list of clip indices"),
+        ({"diagnostics": [1, 2]}, "metadata.diagnostics must be a JSON dict"),
+        ({"checkpoint_hash": 7}, "metadata.checkpoint_hash must be a JSON str"),
+    ],
+)
+def test_signal_provenance_of_the_wrong_type_is_one_line(compose_config, inputs, tmp_path, metadata, expected):
+    path = tmp_path / "signals.json"
+    entry = {"valence_128d": [0.1] * 128, "arousal_128d": [0.1] * 128, "samples_count": 5}
+    path.write_text(json.dumps({"positive_moderate": entry, "metadata": metadata}))
+    line = _refused(compose_config, inputs, tmp_path, [f"signals.path={path}"], expected, hostile=path)
+    assert line.startswith(f"error: {path}: ")
 
 
 def test_python_tag_in_a_binning_yaml_is_one_line_and_never_runs(tmp_path):

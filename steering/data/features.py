@@ -105,8 +105,8 @@ class FeatureFile:
                 raise self._fail(f"'{key}' must have shape ({n},), got {h5[key].shape}")
         self._check_declared_sizes()
         for key in TARGETS:
-            if not np.issubdtype(h5[key].dtype, np.number):
-                raise self._fail(f"'{key}' must be numeric, got {h5[key].dtype}")
+            if h5[key].dtype.kind not in "iuf":
+                raise self._fail(f"'{key}' must hold real numbers, got {h5[key].dtype}")
             values = h5[key][:]
             bad = np.flatnonzero(~np.isfinite(values))
             if bad.size:
@@ -229,7 +229,7 @@ class FeatureFile:
 
 
 def _decode(name: bytes | str) -> str:
-    return name.decode("utf-8") if isinstance(name, bytes) else str(name)
+    return name.decode("utf-8", errors="replace") if isinstance(name, bytes) else str(name)
 
 
 def _first_line(exc: BaseException) -> str:

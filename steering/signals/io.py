@@ -65,6 +65,7 @@ def load_signals(path: str | Path, binning: Binning | None = None) -> SignalSet:
     raw = _read_json(path)
 
     meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    _check_metadata(path, meta)
     gen = raw.get("generation_config") if isinstance(raw.get("generation_config"), dict) else {}
     vectors: dict[str, dict[str, np.ndarray]] = {}
     counts: dict[str, int] = {}
@@ -138,6 +139,31 @@ def other_checkpoint(signals: SignalSet, model_hash: str, checkpoint: str | Path
     if Path(path).name == Path(checkpoint).name:
         return None
     return f"checkpoint {path}, this model {checkpoint}"
+
+
+#: Provenance the framework reads back from a signal file, and the JSON type each must have.
+_METADATA_TYPES = {
+    "data_hash": str,
+    "checkpoint_hash": str,
+    "checkpoint_path": str,
+    "split": str,
+    "diagnostics": dict,
+    "counts": dict,
+}
+
+
+def _check_metadata(path: Path, meta: dict[str, Any]) -> None:
+    """The provenance keys later code reads have the types it expects (else a one-line error, not a crash)."""
+    for key, kind in _METADATA_TYPES.items():
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise SignalFileError(f"{path}: metadata.{key} must be a JSON {kind.__name__}, got {meta[key]!r:.60}")
+    indices = meta.get("indices")
+    if indices is None:
+        return
+    if not isinstance(indices, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 1 << 62 for i in indices
+    ):
+        raise SignalFileError(f"{path}: metadata.indices must be a list of clip indices (non-negative integers)")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
