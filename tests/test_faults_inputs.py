@@ -142,6 +142,16 @@ def test_declared_shapes_are_bounded_before_any_data_is_read(compose_config, inp
     assert line.startswith(f"error: {bomb}: ")
 
 
+def test_a_rating_chunk_larger_than_its_dataset_is_refused(compose_config, inputs, tmp_path):
+    """120 ratings in a resizable dataset whose one chunk would decompress to 1 GiB (declared, not written)."""
+    bomb = tmp_path / "chunk_bomb.h5"
+    with h5py.File(inputs["features"], "r") as src, h5py.File(bomb, "w") as dst:
+        for key in ("feature", "arousal", "audio_name"):
+            dst[key] = src[key][:]
+        dst.create_dataset("valence", shape=(120,), dtype="f4", chunks=(1 << 28,), maxshape=(None,), compression="gzip")
+    _refused(compose_config, inputs, tmp_path, [f"data.path={bomb}"], "'valence' is stored in HDF5 chunks", bomb)
+
+
 def test_a_compressed_feature_file_reads_as_the_plain_one(inputs, tmp_path):
     """The bounds leave real files alone: a gzip copy chunked by clip reads the same values."""
     packed = tmp_path / "packed.h5"

@@ -158,12 +158,13 @@ class FeatureFile:
                 f"declares {n} clips; their ratings and names alone would take {_size(n * per_clip)} in memory "
                 f"(at most {_size(MAX_INDEX_BYTES)})"
             )
-        chunks = feature.chunks
-        if chunks is not None and int(np.prod(chunks)) * 4 > MAX_CHUNK_BYTES:
-            raise self._fail(
-                f"'feature' is stored in HDF5 chunks of {chunks} ({_size(int(np.prod(chunks)) * 4)} each once "
-                f"decompressed); at most {_size(MAX_CHUNK_BYTES)} (re-chunk the file, e.g. one clip a chunk)"
-            )
+        for key in REQUIRED_KEYS:  # a chunk may be larger than its dataset (a resizable one): bound each
+            chunks, itemsize = self._h5[key].chunks, max(4, self._h5[key].dtype.itemsize)
+            if chunks is not None and int(np.prod(chunks)) * itemsize > MAX_CHUNK_BYTES:
+                raise self._fail(
+                    f"'{key}' is stored in HDF5 chunks of {chunks} ({_size(int(np.prod(chunks)) * itemsize)} each "
+                    f"once decompressed); at most {_size(MAX_CHUNK_BYTES)} (re-chunk the file, e.g. one clip a chunk)"
+                )
         declared = n * clip
         stored = feature.id.get_storage_size()
         if declared >= RATIO_CHECK_BYTES and declared > MAX_COMPRESSION_RATIO * stored:
