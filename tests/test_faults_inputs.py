@@ -152,6 +152,33 @@ def test_a_rating_chunk_larger_than_its_dataset_is_refused(compose_config, input
     _refused(compose_config, inputs, tmp_path, [f"data.path={bomb}"], "'valence' is stored in HDF5 chunks", bomb)
 
 
+def test_a_batch_of_long_clips_that_cannot_fit_is_refused_before_any_forward(
+    compose_config, inputs, tmp_path, reference_state
+):
+    from steering.assets.validation import device_memory
+
+    wide = tmp_path / "wide.pth"  # 64 channels in the first block, as in the reference Cnn6
+    torch.save({"model": reference_state(channels=(64, 8, 8, 16))}, wide)
+    n, frames, batch = 70, 1 << 16, 70
+    need = 2 * batch * 64 * frames * 64 * 4
+    if (device_memory("cpu") or need) >= need:
+        pytest.skip(f"this machine has the {need >> 30} GiB a batch of {batch} clips of {frames} frames needs")
+    long_clips = tmp_path / "long.h5"
+    with h5py.File(long_clips, "w") as h5:
+        h5.create_dataset("feature", shape=(n, frames, 64), dtype="f4", chunks=(1, frames, 64), compression="gzip")
+        h5["feature"][0] = np.random.default_rng(0).normal(-40, 10, (frames, 64))  # stored: no bomb
+        _small_rest(h5, n)
+    line = _refused(
+        compose_config,
+        inputs,
+        tmp_path,
+        [f"model.checkpoint={wide}", f"data.path={long_clips}", f"batch_size={batch}"],
+        f"batch_size: {batch}: a batch of {batch} clips of {frames} frames from {long_clips} needs about",
+        hostile=long_clips,
+    )
+    assert "use batch_size=" in line
+
+
 def test_a_compressed_feature_file_reads_as_the_plain_one(inputs, tmp_path):
     """The bounds leave real files alone: a gzip copy chunked by clip reads the same values."""
     packed = tmp_path / "packed.h5"

@@ -137,6 +137,47 @@ def check_features(ff, mel_bins: int, indices: np.ndarray | None = None, *, what
         )
 
 
+def device_memory(device: torch.device | str) -> int | None:
+    """Bytes of memory on ``device``: the GPU's own, or RAM within this process's cgroup limit; None if unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device.index or torch.cuda.current_device()).total_memory)
+    if device.type != "cpu":
+        return None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def check_batch_memory(ff, model, batch_size: int, option: str = "batch_size") -> None:
+    """One batch through the model's first block (its input and output maps) fits the model's device.
+
+    Only what cannot work is refused: long clips with a large batch fail here in one line instead of
+    running out of memory mid-run.
+    """
+    from steering.data.features import human_bytes
+
+    param = next(model.parameters(), None)
+    have = device_memory(param.device if param is not None else "cpu")
+    clips = max(1, min(int(batch_size), len(ff)))
+    per_clip = 2 * model.config.channels[0] * ff.frames * ff.mel_bins * 4
+    if have is None or clips * per_clip <= have:
+        return
+    advice = f"use batch_size={have // per_clip} or less" if have >= per_clip else "cut the clips shorter"
+    raise ConfigError(
+        option,
+        f"{batch_size}: a batch of {clips} clips of {ff.frames} frames from {ff.path} needs about "
+        f"{human_bytes(clips * per_clip)} in the model's first block, more than the {human_bytes(have)} here "
+        f"({advice})",
+    )
+
+
 def nonfinite_rows(path: str | Path) -> np.ndarray:
     """Indices of clips whose features hold NaN/inf (remembered per process while the file is unchanged)."""
     stat = Path(path).stat()
@@ -232,6 +273,7 @@ def check_run_inputs(cfg: RunConfig, model, features: str | Path, binning) -> No
         n = len(ff)
         eval_idx = indices("data.eval_split", data.eval_split, n)
         check_eval_count(len(eval_idx), data.eval_split)
+        check_batch_memory(ff, model, int(cfg.batch_size))
         used = [eval_idx]
         if not signals_path:
             used.append(indices("signals.split", cfg.signals.split, n))

@@ -149,28 +149,29 @@ class FeatureFile:
         clip = frames * mel * 4
         if clip > MAX_CLIP_BYTES:
             raise self._fail(
-                f"'feature' declares clips of {frames} x {mel} values ({_size(clip)} each); at most "
-                f"{_size(MAX_CLIP_BYTES)} a clip are read"
+                f"'feature' declares clips of {frames} x {mel} values ({human_bytes(clip)} each); at most "
+                f"{human_bytes(MAX_CLIP_BYTES)} a clip are read"
             )
         per_clip = 8 + self._h5["audio_name"].dtype.itemsize + 64  # two ratings, the name and its str object
         if n * per_clip > MAX_INDEX_BYTES:
             raise self._fail(
-                f"declares {n} clips; their ratings and names alone would take {_size(n * per_clip)} in memory "
-                f"(at most {_size(MAX_INDEX_BYTES)})"
+                f"declares {n} clips; their ratings and names alone would take {human_bytes(n * per_clip)} in memory "
+                f"(at most {human_bytes(MAX_INDEX_BYTES)})"
             )
         for key in REQUIRED_KEYS:  # a chunk may be larger than its dataset (a resizable one): bound each
             chunks, itemsize = self._h5[key].chunks, max(4, self._h5[key].dtype.itemsize)
-            if chunks is not None and int(np.prod(chunks)) * itemsize > MAX_CHUNK_BYTES:
+            chunk = int(np.prod(chunks)) * itemsize if chunks is not None else 0
+            if chunk > MAX_CHUNK_BYTES:
                 raise self._fail(
-                    f"'{key}' is stored in HDF5 chunks of {chunks} ({_size(int(np.prod(chunks)) * itemsize)} each "
-                    f"once decompressed); at most {_size(MAX_CHUNK_BYTES)} (re-chunk the file, e.g. one clip a chunk)"
+                    f"'{key}' is stored in HDF5 chunks of {chunks} ({human_bytes(chunk)} each once decompressed); "
+                    f"at most {human_bytes(MAX_CHUNK_BYTES)} (re-chunk the file, e.g. one clip a chunk)"
                 )
         declared = n * clip
         stored = feature.id.get_storage_size()
         if declared >= RATIO_CHECK_BYTES and declared > MAX_COMPRESSION_RATIO * stored:
             raise self._fail(
-                f"'feature' declares {_size(declared)} but stores {_size(stored)} (more than {MAX_COMPRESSION_RATIO} "
-                "times compressed, or never written): not log-mel features"
+                f"'feature' declares {human_bytes(declared)} but stores {human_bytes(stored)} (more than "
+                f"{MAX_COMPRESSION_RATIO} times compressed, or never written): not log-mel features"
             )
 
     # ------------------------------------------------------------------ properties
@@ -238,7 +239,7 @@ def _first_line(exc: BaseException) -> str:
     return text[:300]
 
 
-def _size(n: int) -> str:
+def human_bytes(n: int) -> str:
     """Bytes in the largest binary unit that keeps the number >= 1 (``7.45 GiB``)."""
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
