@@ -9,6 +9,7 @@ instead of decompressed, allocated or followed.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,8 @@ class FeatureFile:
         self._check_links()
         missing = [k for k in REQUIRED_KEYS if k not in h5]
         if missing:
-            raise self._fail(f"missing key(s) {missing}; found {sorted(h5.keys())}")
+            found = sorted(itertools.islice(h5.keys(), 20))  # a hostile file may hold millions of names
+            raise self._fail(f"missing key(s) {missing}; found {found}")
         for key in REQUIRED_KEYS:
             self._check_dataset(key)
         feature = h5["feature"]
