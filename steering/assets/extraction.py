@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from steering.assets.resolve import resolve_inputs
-from steering.assets.validation import check_features, check_signals_options
+from steering.assets.validation import (
+    check_batch_memory,
+    check_features,
+    check_signal_counts,
+    check_signals_options,
+)
 from steering.config.schema import SignalsAppConfig
 from steering.data import FeatureFile, file_hash, split_indices
 from steering.data.binning import Binning
@@ -30,7 +35,11 @@ def extract_to_file(config: SignalsAppConfig) -> Path:
     model = load_model(checkpoint, device=device, trust_pickle=config.model.trust_pickle)
     with FeatureFile(features) as ff:
         indices = split_indices(len(ff), config.split, config.data.split, config.data.train_fraction)
+        check_batch_memory(ff, model, config.batch_size)
         check_features(ff, model.config.mel_bins, indices, what="signal-split")
+        min_samples = binning.min_samples if config.min_samples is None else int(config.min_samples)
+        option = "binning.min_samples" if config.min_samples is None else "min_samples"
+        check_signal_counts(ff, indices, binning, min_samples, option=option, split_option="split")
         provenance: dict[str, Any] = {
             "split": config.split,
             "split_scheme": config.data.split,

@@ -137,6 +137,47 @@ def check_features(ff, mel_bins: int, indices: np.ndarray | None = None, *, what
         )
 
 
+def device_memory(device: torch.device | str) -> int | None:
+    """Bytes of memory on ``device``: the GPU's own, or RAM within this process's cgroup limit; None if unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device.index or torch.cuda.current_device()).total_memory)
+    if device.type != "cpu":
+        return None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def check_batch_memory(ff, model, batch_size: int, option: str = "batch_size") -> None:
+    """One batch through the model's first block (its input and output maps) fits the model's device.
+
+    Only what cannot work is refused: long clips with a large batch fail here in one line instead of
+    running out of memory mid-run.
+    """
+    from steering.data.features import human_bytes
+
+    param = next(model.parameters(), None)
+    have = device_memory(param.device if param is not None else "cpu")
+    clips = max(1, min(int(batch_size), len(ff)))
+    per_clip = 2 * model.config.channels[0] * ff.frames * ff.mel_bins * 4
+    if have is None or clips * per_clip <= have:
+        return
+    advice = f"use batch_size={have // per_clip} or less" if have >= per_clip else "cut the clips shorter"
+    raise ConfigError(
+        option,
+        f"{batch_size}: a batch of {clips} clips of {ff.frames} frames from {ff.path} needs about "
+        f"{human_bytes(clips * per_clip)} in the model's first block, more than the {human_bytes(have)} here "
+        f"({advice})",
+    )
+
+
 def nonfinite_rows(path: str | Path) -> np.ndarray:
     """Indices of clips whose features hold NaN/inf (remembered per process while the file is unchanged)."""
     stat = Path(path).stat()
@@ -145,16 +186,26 @@ def nonfinite_rows(path: str | Path) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def _nonfinite_rows(path: str, _size: int, _mtime_ns: int) -> np.ndarray:
+    """Read in blocks of at most 64 MiB (whole HDF5 chunks where the file is chunked by clip)."""
     import h5py
 
+    from steering.data import FeatureFileError
+
     bad: list[np.ndarray] = []
-    with h5py.File(path, "r") as h5:
-        feature = h5["feature"]
-        step = max(1, (64 << 20) // max(1, feature.shape[1] * feature.shape[2] * 4))
-        for start in range(0, feature.shape[0], step):
-            block = feature[start : start + step]
-            rows = ~np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
-            bad.append(np.flatnonzero(rows) + start)
+    start = 0
+    try:
+        with h5py.File(path, "r") as h5:
+            feature = h5["feature"]
+            step = max(1, (64 << 20) // max(1, feature.shape[1] * feature.shape[2] * 4))
+            if feature.chunks:  # a whole number of chunks per block: each chunk is decompressed once
+                step = max(feature.chunks[0], step // feature.chunks[0] * feature.chunks[0])
+            for start in range(0, feature.shape[0], step):
+                block = feature[start : start + step]
+                rows = ~np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
+                bad.append(np.flatnonzero(rows) + start)
+    except (OSError, KeyError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise FeatureFileError(f"{path}: cannot read 'feature' near index {start} ({first})") from None
     return np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
 
 
@@ -214,20 +265,64 @@ def check_run_inputs(cfg: RunConfig, model, features: str | Path, binning) -> No
         except ValueError as exc:
             raise ConfigError(option, str(exc)) from None
 
+    from steering.engine.categories import category_mode
+
+    target = category.target
+    fixed = binning.canonical(str(target)) if "target" in category_mode(category.name).needs and target else None
     with FeatureFile(features) as ff:
         n = len(ff)
         eval_idx = indices("data.eval_split", data.eval_split, n)
         check_eval_count(len(eval_idx), data.eval_split)
+        check_batch_memory(ff, model, int(cfg.batch_size))
         used = [eval_idx]
         if not signals_path:
             used.append(indices("signals.split", cfg.signals.split, n))
         check_features(ff, model.config.mel_bins, np.unique(np.concatenate(used)), what="used")
+        if not signals_path:
+            check_signal_counts(ff, used[1], binning, binning.min_samples, category.name, fixed)
     if signals_path:
-        from steering.engine.categories import category_mode
-
-        target = category.target
-        fixed = binning.canonical(str(target)) if "target" in category_mode(category.name).needs and target else None
         check_signals(load_signals(signals_path, binning), model.config.source_dim, category.name, fixed)
+
+
+def check_signal_counts(
+    ff,
+    indices: np.ndarray,
+    binning: Binning,
+    min_samples: int,
+    category: str = "oracle",
+    fixed_target: str | None = None,
+    option: str = "binning.min_samples",
+    split_option: str = "signals.split",
+) -> None:
+    """Enough clips per category in the signal split for the category mode, from the ratings alone.
+
+    Checked before any signal is extracted (a forward pass over the split), so a ``min_samples``
+    no category reaches fails in one line at once instead of after the extraction.
+    """
+    from steering.engine.categories import category_mode
+
+    mode = category_mode(category)
+    idx = np.unique(np.asarray(indices, dtype=np.int64))
+    if idx.size == 0:
+        raise ConfigError(split_option, f"{ff.path}: the signal split holds no clips")
+    labels = binning.categorize(ff.valence[idx], ff.arousal[idx])
+    names, sizes = np.unique(labels, return_counts=True)
+    counts = dict(zip(names.tolist(), sizes.tolist(), strict=True))
+    kept = [c for c in binning.categories if counts.get(c, 0) >= min_samples]
+    needed = max(1, mode.min_categories)
+    if len(kept) < needed:
+        raise ConfigError(
+            option,
+            f"{min_samples}: {len(kept)} categories of binning {binning.name!r} have {min_samples} or more of the "
+            f"{idx.size} signal-split clips of {ff.path} (the largest has {max(counts.values())}); the "
+            f"{mode.name} {mode.role} needs signals for {needed}",
+        )
+    if fixed_target and counts.get(fixed_target, 0) < min_samples:
+        raise ConfigError(
+            "category.target",
+            f"{fixed_target!r} has {counts.get(fixed_target, 0)} of the {idx.size} signal-split clips of {ff.path}, "
+            f"fewer than {option}={min_samples}: it gets no signal",
+        )
 
 
 def prediction_columns(predictions) -> list[str]:

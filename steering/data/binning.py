@@ -87,10 +87,12 @@ class Binning:
         path = Path(path)
         if not path.is_file():
             raise BinningError(f"{path}: binning file not found")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise BinningError(f"{path}: not a readable YAML file ({exc})") from None
+        try:  # safe loading: a tag such as !!python/object is an error here, never code that runs
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise BinningError(f"{path}: not a readable YAML file ({' '.join(str(exc).split())})") from None
+        except RecursionError:
+            raise BinningError(f"{path}: YAML nested too deeply to read") from None
         if not isinstance(data, Mapping):
             raise BinningError(f"{path}: expected a mapping at the top level")
         label = data.get("name") or path.stem

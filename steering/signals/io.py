@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 NON_CATEGORY_KEYS = ("metadata", "generation_config")
 VECTOR_KEYS = {p: f"{p}_128d" for p in PATHWAYS}
 COUNT_KEY = "samples_count"
+#: A signal file holds a few hundred numbers per category and its provenance: megabytes, not gigabytes.
+MAX_FILE_BYTES = 256 << 20
+#: Nesting a signal file never needs (metadata and generation_config are a few levels deep).
+MAX_DEPTH = 64
 
 
 class SignalFileError(SteeringError, ValueError):
@@ -58,17 +62,10 @@ def load_signals(path: str | Path, binning: Binning | None = None) -> SignalSet:
     ``neutral_moderate``) and unknown names are an error; without, names are kept as written.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SignalFileError(f"{path}: signal file not found")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            raw = json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SignalFileError(f"{path}: not a JSON file ({exc})") from None
-    if not isinstance(raw, dict):
-        raise SignalFileError(f"{path}: expected a JSON object mapping category names to signals")
+    raw = _read_json(path)
 
     meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    _check_metadata(path, meta)
     gen = raw.get("generation_config") if isinstance(raw.get("generation_config"), dict) else {}
     vectors: dict[str, dict[str, np.ndarray]] = {}
     counts: dict[str, int] = {}
@@ -118,6 +115,91 @@ def load_signals(path: str | Path, binning: Binning | None = None) -> SignalSet:
         generation_config=dict(gen),
         extras=extras,
     )
+
+
+def other_checkpoint(signals: SignalSet, model_hash: str, checkpoint: str | Path | None = None) -> str | None:
+    """How the signals' recorded checkpoint differs from the loaded one, or None when it does not (or is
+    not recorded).
+
+    The recorded ``metadata.checkpoint_hash`` decides where there is one (compared on the common
+    prefix: some records keep the full digest, others 16 characters); a file that only records
+    ``checkpoint_path`` is compared by file name (the folder differs from machine to machine). Signals
+    of another model steer with vectors from another activation space: allowed, but the run is warned
+    about and tagged.
+    """
+    meta = signals.metadata or {}
+    recorded = str(meta.get("checkpoint_hash") or "")
+    if recorded:
+        if recorded.startswith(model_hash) or model_hash.startswith(recorded):
+            return None
+        return f"checkpoint hash {recorded[:16]}, this model {model_hash[:16]}"
+    path = meta.get("checkpoint_path") or meta.get("checkpoint")
+    if not path or checkpoint is None or not isinstance(path, str):
+        return None
+    if Path(path).name == Path(checkpoint).name:
+        return None
+    return f"checkpoint {path}, this model {checkpoint}"
+
+
+#: Provenance the framework reads back from a signal file, and the JSON type each must have.
+_METADATA_TYPES = {
+    "data_hash": str,
+    "checkpoint_hash": str,
+    "checkpoint_path": str,
+    "split": str,
+    "diagnostics": dict,
+    "counts": dict,
+}
+
+
+def _check_metadata(path: Path, meta: dict[str, Any]) -> None:
+    """The provenance keys later code reads have the types it expects (else a one-line error, not a crash)."""
+    for key, kind in _METADATA_TYPES.items():
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise SignalFileError(f"{path}: metadata.{key} must be a JSON {kind.__name__}, got {meta[key]!r:.60}")
+    indices = meta.get("indices")
+    if indices is None:
+        return
+    if not isinstance(indices, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 1 << 62 for i in indices
+    ):
+        raise SignalFileError(f"{path}: metadata.indices must be a list of clip indices (non-negative integers)")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """The file's top-level object, refused in one line when missing, too big, malformed or nested too deep."""
+    if not path.is_file():
+        raise SignalFileError(f"{path}: signal file not found")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise SignalFileError(f"{path}: {size} bytes is too big for a signal file (at most {MAX_FILE_BYTES})")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SignalFileError(f"{path}: not a JSON file ({exc})") from None
+    except RecursionError:
+        raise SignalFileError(f"{path}: JSON nested too deeply to read (a signal file is a few levels deep)") from None
+    except OSError as exc:
+        raise SignalFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    if not isinstance(raw, dict):
+        raise SignalFileError(f"{path}: expected a JSON object mapping category names to signals")
+    if _depth(raw) > MAX_DEPTH:
+        raise SignalFileError(f"{path}: JSON nested more than {MAX_DEPTH} levels deep (a signal file is a few)")
+    return raw
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of JSON data, without recursion (deep data would exhaust Python's stack later)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            break
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 def _jsonable(value: Any) -> Any:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from steering.data import FeatureFile, indices_hash, same_feature_file, split_indices
+from steering.errors import ConfigError
 from steering.signals.extract import pass1_activations
 from steering.signals.signalset import PATHWAYS, SignalSet
 from steering.util.cache import load_or_build
@@ -46,7 +47,9 @@ def reference_indices(
     if kept.size < idx.size:
         log.warning("random control: %d evaluated clips left out of %s", idx.size - kept.size, origin)
     if kept.size < 2:
-        raise ValueError(f"{ff.path}: the random control needs >= 2 non-evaluated samples from {origin}")
+        raise ConfigError(
+            "signals.split", f"{ff.path}: the random control needs >= 2 non-evaluated samples from {origin}"
+        )
     log.info("random control drawn from the pass-1 activations of %d clips (%s)", kept.size, origin)
     return kept
 

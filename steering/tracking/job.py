@@ -32,6 +32,7 @@ from steering.evaluation import (
 )
 from steering.model import Connection, load_model
 from steering.signals import SignalSet, cached_signals, extract_signals, load_signals
+from steering.signals.io import other_checkpoint
 from steering.tracking import recorder
 from steering.tracking.dataset_input import log_feature_input
 from steering.tracking.links import how_to_open, store_uri
@@ -193,7 +194,7 @@ def evaluate(
         signals = _load_or_extract_signals(cfg, inputs, ff)
         eval_idx = split_indices(len(ff), cfg.data.eval_split, cfg.data.split, cfg.data.train_fraction)
         log_feature_input(inputs.features, inputs.data_hash, "eval", split=cfg.data.eval_split, n_eval=len(eval_idx))
-        leak = _tag_signals(signals, inputs.data_hash, eval_idx)
+        leak = _tag_signals(signals, inputs, eval_idx)
         plan = plan_from_config(cfg, inputs.spec, inputs.binning, inputs.model_hash, inputs.data_hash)
         loaded = EvaluationInputs(
             inputs.model, ff, eval_idx, signals, inputs.binning, inputs.device, inputs.model_hash, inputs.data_hash
@@ -253,10 +254,15 @@ def _load_or_extract_signals(cfg: RunConfig, inputs: JobInputs, ff: FeatureFile)
     return cached_signals(inputs.model_hash, inputs.data_hash, indices, inputs.binning, cache_dir(cfg), build)
 
 
-def _tag_signals(signals: SignalSet, data_hash: str, eval_idx: np.ndarray) -> bool:
+def _tag_signals(signals: SignalSet, inputs: JobInputs, eval_idx: np.ndarray) -> bool:
     """Tag where the signals come from and whether they saw evaluated clips; returns the leakage flag."""
     provenance = signals.metadata or {}
-    leak, foreign = _leakage(provenance, data_hash, eval_idx)
+    leak, foreign = _leakage(provenance, inputs.data_hash, eval_idx)
+    other_model = other_checkpoint(signals, inputs.model_hash, inputs.checkpoint)
+    if other_model:
+        log.warning(
+            "the signals were extracted with another checkpoint (%s): they steer from its activations", other_model
+        )
     mlflow.set_tags(
         {
             "signals_source": str(signals.source_path or "extracted"),
@@ -264,6 +270,7 @@ def _tag_signals(signals: SignalSet, data_hash: str, eval_idx: np.ndarray) -> bo
             "signals_split": str(provenance.get("split", "file")),
             "signals_leakage": str(leak).lower(),
             "signals_other_data": str(foreign).lower(),
+            "signals_other_checkpoint": str(bool(other_model)).lower(),
         }
     )
     return leak
