@@ -239,3 +239,25 @@ def test_sigterm_cancels_the_sweeps_jobs_and_ends_the_parent_killed(slurm_cluste
     client, info, parent, by_job = _sweep_runs(uri, sweep_dir)
     assert parent.info.status == "KILLED"
     assert all(c.info.status != "RUNNING" for c in by_job.values())
+
+
+def test_a_request_no_node_fits_stops_before_anything(slurm_cluster, assets, tmp_path):
+    cpus = int(
+        subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True).stdout.split()[0].rstrip("+")
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "steering.run",
+        "-m",
+        "hydra/launcher=slurm",
+        f"hydra.launcher.cpus_per_task={cpus + 2}",
+        "strength=0,1",
+        f"tracking.uri=sqlite:///{tmp_path}/request.db",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=slurm_cluster.env, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"needs {cpus + 2} CPUs" in lines[0] and f"has {cpus}" in lines[0], proc.stderr
+    assert not (tmp_path / "request.db").exists() and not (tmp_path / "sweep").exists()  # nothing started

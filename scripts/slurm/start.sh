@@ -181,6 +181,8 @@ SlurmdSpoolDir=$SPOOL
 SlurmctldPort=6817
 SlurmdPort=6818
 KillWait=10
+# The scheduler looks at pending jobs every 5 s (default 60): requeued and queued jobs start sooner.
+SchedulerParameters=sched_interval=5,bf_interval=5
 DefMemPerCPU=1024
 NodeName=$host NodeAddr=127.0.0.1 $hardware State=UNKNOWN
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
