@@ -99,7 +99,7 @@ def _start_sweep(cluster, assets, name: str, *overrides: str, slow: str | None =
 
 def _array(sweep_dir: Path) -> str:
     """The SLURM job array of the sweep (Submitit's job folders are named ``<array>_<task>``)."""
-    return next(p.name for p in (sweep_dir / ".submitit").iterdir() if not p.name.startswith(".")).split("_")[0]
+    return next(p.name for p in (sweep_dir / ".submitit").iterdir() if p.name[0] != ".").split("_")[0]
 
 
 def _wait_for(condition, timeout: float, what: str) -> None:
@@ -138,7 +138,7 @@ def test_slurm_sweep_logs_every_job_under_its_parent(slurm_cluster, assets):
     table = pd.read_csv(sweep_dir / "comparison.csv")
     assert sorted(table["strength"]) == [0, 1, 2] and set(table["status"]) == {"FINISHED"}
     # each job ran as a task of one SLURM array on this cluster, and nothing is left in the queue
-    tasks = sorted(p.name for p in (sweep_dir / ".submitit").iterdir() if not p.name.startswith("."))
+    tasks = sorted(p.name for p in (sweep_dir / ".submitit").iterdir() if "_" in p.name and p.name[0] != ".")
     array = tasks[0].split("_")[0]
     assert tasks == [f"{array}_{i}" for i in range(3)]
     assert _queue(job_name) == []
