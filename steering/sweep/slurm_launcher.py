@@ -84,9 +84,10 @@ def check_request(params: Mapping[str, Any]) -> None:
 
 def check_slurm_request(config: DictConfig) -> None:
     """:func:`check_request` for the sweep's config at its start: one line on stderr and exit 2 on failure."""
-    params = OmegaConf.to_container(config.hydra.launcher, resolve=True)
+    keys = ("partition", "cpus_per_task", "tasks_per_node", "mem_gb")
+    params = {key: OmegaConf.select(config, f"hydra.launcher.{key}", default=None) for key in keys}
     try:
-        check_request(params if isinstance(params, dict) else {})
+        check_request(params)
     except SlurmRequestError as exc:
         print(one_line(exc), file=sys.stderr, flush=True)
         raise SystemExit(2) from None
