@@ -52,6 +52,7 @@ from steering.sweep.parent import annotate_parent
 from steering.sweep.report import SweepReport, terminal_view, write_report
 from steering.sweep.server import LocalServer, start_server
 from steering.sweep.slurm_launcher import check_slurm_request
+from steering.sweep.slurm_queue import only_this_host
 from steering.tracking import links as ui_links
 from steering.tracking.mlflow_logs import route_mlflow_logging
 from steering.tracking.preflight import check_tracking, tracking_environment
@@ -236,7 +237,7 @@ class MlflowSweepCallback(Callback):
         if not backend_uri.startswith("sqlite:"):
             return None  # already a server (tracking=server) or a file store: use it as it is
         advertise = self.advertise_host or (socket.getfqdn() if self.host == "0.0.0.0" else None)
-        if "slurm" in launcher and self.host.startswith("127."):
+        if "slurm" in launcher and self.host.startswith("127.") and not only_this_host():
             log.warning(
                 "SLURM jobs cannot reach a server on %s; use tracking=server or "
                 "hydra.callbacks.mlflow_sweep.host=0.0.0.0",

@@ -146,7 +146,8 @@ def _collect(launcher: Any, job: Any, state: queue.JobState | None, overrides: l
         try:
             return job.results()[0]
         except Exception as exc:  # a result that is Submitit's error: e.g. timed out too many times
-            state = queue.JobState("FAILED", _last_error_line(exc))
+            line = _last_error_line(exc)
+            state = queue.JobState("TIMEOUT" if "timed-out" in line else "FAILED", line)
     error = SlurmJobDied(f"SLURM job {job.job_id} {state.describe()}; its log: {job.paths.stderr}")
     log.error("job #%d: %s", idx, error)
     return _dead_job(launcher, overrides, idx, error)

@@ -10,6 +10,7 @@ has forgotten; a ``sacct`` that fails is logged once per sweep, not at every pol
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -150,3 +151,10 @@ def partition_nodes(partition: str | None) -> list[Node] | None:
             except ValueError:
                 continue
     return nodes
+
+
+def only_this_host() -> bool:
+    """Whether every node SLURM lists is this machine (a single-node cluster reaches a loopback server)."""
+    out = _run(["sinfo", "-h", "-N", "-o", "%n"])  # the nodes' hostnames
+    names = {name.split(".")[0] for name in (out or "").split()}
+    return bool(names) and names <= {socket.gethostname().split(".")[0], "localhost"}
