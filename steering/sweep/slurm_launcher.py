@@ -73,7 +73,7 @@ def check_request(params: Mapping[str, Any]) -> None:
             f"needs {cpus} CPUs (hydra.launcher.cpus_per_task x tasks_per_node), "
             f"the largest node of {where} has {max(n.cpus for n in nodes)}"
         )
-    if mem_gb and int(mem_gb) * 1024 > max(n.memory_mb for n in nodes):
+    if mem_gb and float(mem_gb) * 1024 > max(n.memory_mb for n in nodes):
         problems.append(
             f"needs {mem_gb} GB (hydra.launcher.mem_gb), the largest node of {where} has "
             f"{max(n.memory_mb for n in nodes) // 1024} GB"
