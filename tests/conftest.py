@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -262,6 +264,48 @@ def compose_run(assets):
         return OmegaConf.to_object(_compose(*base, *overrides))
 
     return compose
+
+
+# --------------------------------------------------------------------------- a SLURM cluster
+SLURM_PROGRAMS = ("slurmctld", "slurmd", "sbatch", "munged", "slurmdbd", "mariadbd")
+
+
+@dataclass
+class SlurmCluster:
+    """The single-node cluster of ``scripts/slurm/start.sh``: ``env`` for client commands and sweeps,
+    ``accounting`` whether ``sacct`` answers now; ``start(accounting=...)`` switches (restarts slurmctld)."""
+
+    env: dict
+    accounting: bool = True
+
+    def start(self, accounting: bool = True) -> None:
+        env = {**self.env, "STEERING_SLURM_ACCOUNTING": "1" if accounting else "0"}
+        proc = subprocess.run(
+            [str(ROOT / "scripts/slurm/start.sh")], env=env, capture_output=True, text=True, timeout=300
+        )
+        if proc.returncode != 0:
+            pytest.fail(f"scripts/slurm/start.sh failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        self.accounting = accounting
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A single-node SLURM cluster with job accounting, started once (scripts/slurm/start.sh) and stopped at
+    the end if this session started it. Skips where it cannot run: SLURM's packages missing, or not root."""
+    missing = [p for p in SLURM_PROGRAMS if not shutil.which(p) and not os.path.exists(f"/usr/sbin/{p}")]
+    if missing:
+        pytest.skip(f"SLURM packages not installed (no {', '.join(missing)}; .ci/run installs them)")
+    if os.geteuid() != 0:
+        pytest.skip("starting the SLURM daemons (scripts/slurm/start.sh) needs root")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(ROOT), "SLURM_PARTITION": "debug"}
+    was_up = subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
+    cluster = SlurmCluster(env)
+    cluster.start(accounting=True)
+    yield cluster
+    if not was_up:
+        subprocess.run([str(ROOT / "scripts/slurm/stop.sh")], capture_output=True, timeout=300)
+    elif not cluster.accounting:
+        cluster.start(accounting=True)  # as it was found
 
 
 # --------------------------------------------------------------------------- isolation

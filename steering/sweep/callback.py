@@ -53,6 +53,7 @@ from steering.sweep.interrupt import InterruptWatch, end_running_children, note_
 from steering.sweep.parent import annotate_parent
 from steering.sweep.report import SweepReport, terminal_view, write_report
 from steering.sweep.server import DEFAULT_TIMEOUT, LocalServer, nodes_elsewhere, start_server
+from steering.sweep.slurm_launcher import check_slurm_request
 from steering.tracking import links as ui_links
 from steering.tracking.mlflow_logs import route_mlflow_logging
 from steering.tracking.preflight import check_tracking, tracking_environment
@@ -82,6 +83,8 @@ def check_launcher(config: DictConfig) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+    if "steering_slurm" in _launcher_name(config):
+        check_slurm_request(config)  # a request no node fits would pend forever
 
 
 @dataclass
