@@ -150,4 +150,3 @@ def partition_nodes(partition: str | None) -> list[Node] | None:
             except ValueError:
                 continue
     return nodes
-
