@@ -49,7 +49,7 @@ from steering.sweep import overrides
 from steering.sweep import table as tbl
 from steering.sweep.interrupt import InterruptWatch, end_running_children, note_unfinished, planned_jobs
 from steering.sweep.parent import annotate_parent
-from steering.sweep.report import SweepReport, terminal_view, write_report
+from steering.sweep.report import SweepReport, terminal_text, write_report
 from steering.sweep.server import LocalServer, start_server
 from steering.tracking import links as ui_links
 from steering.tracking.mlflow_logs import route_mlflow_logging
@@ -349,7 +349,7 @@ def finish_sweep(sweep: ActiveSweep) -> Path:
             finished,
             len(table),
             sweep_dir,
-            terminal_view(table),
+            terminal_text(report),
             ui_links.how_to_open(info["backend_uri"], str(info["experiment_id"]), info["run_id"]),
         )
     finally:

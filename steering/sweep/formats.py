@@ -113,10 +113,9 @@ def terminal_view(table: pd.DataFrame, choices: Sequence[str], width: int = 100,
     def build(with_ci: bool, with_q: bool, limit: int | None) -> str:
         header = ["job", *choices]
         right = [True, *(_numeric(table[c]) for c in choices)]
-        for t in targets:
-            short = t[:3]
-            header += [f"Δr {short}", *([f"95% CI {short}"] if with_ci else []), f"p {short}"]
-            header += [f"q {short}"] if with_q else []
+        for t in targets:  # the target spelt out: "Δr val" would read as the val split
+            header += [f"Δr {t}", *([f"95% CI {t}"] if with_ci else []), f"p {t}"]
+            header += [f"q {t}"] if with_q else []
             right += [True, *([True] if with_ci else []), True, *([True] if with_q else [])]
         if with_note:
             header.append("note")

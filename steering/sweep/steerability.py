@@ -9,6 +9,11 @@ towards the rating). Only steered clips count; a clip whose prediction changes b
 ``FLAT_CHANGE`` over the swept range, or whose baseline equals its rating, is neither (``flat``).
 The slope is over the strengths as swept (a grid up to 10 weighs the large strengths most); a
 multi-draw control's prediction is the mean over its draws.
+
+A group whose predictions are the same at every s > 0 (within ``STEP_CHANGE``) but not at s = 0 has a
+**step** response (``method=lrm``: normalisation cancels s). Its least-squares slope measures the one
+jump from s = 0, not how the prediction follows the strength, so the group is flagged
+(``response = step``) and its summary speaks of the jump, not of a slope pointing the wrong way.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Below this change of the prediction over the whole swept strength range a clip counts as not moved.
 FLAT_CHANGE = 1e-6
+#: Predictions at every s > 0 within this of each other (every clip) make a group's response a step.
+STEP_CHANGE = 1e-5
 
 Loader = Callable[[str], pd.DataFrame]
 
@@ -70,6 +77,7 @@ def steerability_table(table: pd.DataFrame, load: Loader) -> pd.DataFrame:
             base = preds[0][f"base_{t}"].to_numpy(dtype=np.float64)
             toward = slope * np.sign(rating - base)
             flat = (np.abs(slope) * span < FLAT_CHANGE) | (rating == base)
+            response = "step" if _is_step(strengths, stacked) else "graded"
             frame = pd.DataFrame(
                 {
                     "target": t,
@@ -81,12 +89,23 @@ def steerability_table(table: pd.DataFrame, load: Loader) -> pd.DataFrame:
                     "steered": steered_mask,
                     "flat": flat,
                     "wrong_way": steered_mask & ~flat & (toward < 0),
+                    "response": response,
                 }
             )
             for k, v in reversed(list(zip(keys, key))):
                 frame.insert(0, k, v)
             frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _is_step(strengths: np.ndarray, predictions: np.ndarray) -> bool:
+    """Every s > 0 gives the same predictions (at least two of them, and s = 0 present) but s = 0 does not."""
+    positive = strengths > 0
+    if positive.sum() < 2 or positive.all():
+        return False
+    same = np.ptp(predictions[positive], axis=0).max() <= STEP_CHANGE
+    jump = np.abs(predictions[positive][0] - predictions[~positive][0]).max() > STEP_CHANGE
+    return bool(same and jump)
 
 
 def summarise(steer: pd.DataFrame) -> pd.DataFrame:
@@ -107,6 +126,7 @@ def summarise(steer: pd.DataFrame) -> pd.DataFrame:
             share_flat=float(s["flat"].mean()) if n else np.nan,
             median_slope=float(s["slope"].median()) if n else np.nan,
             median_toward_rating=float(s["toward_rating"].median()) if n else np.nan,
+            response=str(g["response"].iloc[0]) if "response" in g else "graded",
         )
         rows.append(row)
     return pd.DataFrame(rows)
@@ -136,12 +156,14 @@ def histogram(steer: pd.DataFrame, path: str | Path) -> Path | None:
             key = key if isinstance(key, tuple) else (key,)
             name = ", ".join(f"{k}={v}" for k, v in zip(keys, key)) or "clips"
             share = g["wrong_way"].mean()
+            step = "response" in g and (g["response"] == "step").all()
+            text = f"{name}: step, the slope is one jump from s = 0" if step else f"{name}: {share:.0%} wrong way"
             ax.hist(
                 np.clip(g["toward_rating"], bins[0], bins[-1]),
                 bins=bins,
                 histtype="step",
                 lw=1.4,
-                label=f"{name}: {share:.0%} wrong way",
+                label=text,
             )
         ax.axvline(0, color="grey", lw=0.8)
         ax.xaxis.set_major_locator(MaxNLocator(6))
@@ -174,6 +196,14 @@ def describe_steerability(summary: pd.DataFrame) -> list[str]:
     ]
     for _, row in summary.iterrows():
         where = ", ".join(f"{k}={row[k]}" for k in keys)
+        if row.get("response") == "step":
+            lines.append(
+                f"- {where + ': ' if where else ''}{row['target']}: **step response** — every s > 0 gives the same "
+                "predictions, so a slope against strength measures only the jump from s = 0 (not summarised as "
+                f"a slope; that jump moved {row['share_wrong_way']:.1%} of the {int(row['n_steered'])} steered "
+                "clips away from their rating)"
+            )
+            continue
         lines.append(
             f"- {where + ': ' if where else ''}{row['target']}: {row['share_wrong_way']:.1%} wrong way, "
             f"{row['share_right_way']:.1%} right way, {row['share_flat']:.1%} flat "
