@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from steering.sweep import contrasts as ctr
 from steering.sweep import steerability as steer
+from steering.sweep.figures import scored
 from steering.sweep.predictions import load_predictions
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def write_analyses(
                 clips.to_csv(out / "steerability.csv", index=False)
                 summary.to_csv(out / "steerability_summary.csv", index=False)
                 result.paths += [out / "steerability.csv", out / "steerability_summary.csv"]
-                figure = steer.histogram(clips, out / "steerability.png")
+                figure = steer.histogram(clips, out / "steerability.png", scored(table))
                 if figure is not None:
                     result.paths.append(figure)
                 result.sections += steer.describe_steerability(summary)

@@ -142,9 +142,13 @@ def describe_selection(selection: Selection, criterion: str) -> str:
     chosen = _row_name(selection.row)
     if not selection.is_tie:
         return f"{rule} No other row was tied with the best ({chosen})."
-    names = ", ".join(_row_name(r) for _, r in selection.tied.iterrows())
+    tied = selection.tied
+    if "strength" in tied and tied["strength"].notna().all():
+        names = "strengths " + ", ".join(f"{float(v):g}" for v in tied["strength"])
+    else:
+        names = "jobs " + ", ".join(str(_job_or_none(v)) for v in tied.get("job", pd.Series(dtype=object)))
     return (
-        f"{rule} {len(selection.tied)} rows were tied with the best ({_row_name(selection.best)}): {names}; "
+        f"{rule} {len(tied)} rows were tied with the best ({_row_name(selection.best)}): {names}; "
         f"chosen: {chosen}. Their differences are noise, not a better configuration."
     )
 
@@ -155,7 +159,7 @@ def _row_name(row: pd.Series) -> str:
     parts = [] if job is None or pd.isna(job) else [f"job {int(job)}"]
     if strength is not None and not pd.isna(strength):
         parts.append(f"strength {float(strength):g}")
-    return " ".join(parts) or str(row.get("run_name", row.get("run_id", "?")))
+    return ", ".join(parts) or str(row.get("run_name", row.get("run_id", "?")))
 
 
 def _run_config(client: MlflowClient, run_id: str) -> DictConfig:
@@ -293,6 +297,8 @@ def selection_notes(children: Sequence[Run], table: pd.DataFrame) -> list[str]:
         selection = select(table, crit) if crit in CRITERIA else None
         if selection is not None:
             lines.append(describe_selection(selection, crit))
+            if selection.row.get("run_id") != run.data.tags.get(TAG_CHOSEN):
+                lines.append("This sweep's confirmation ran another row (chosen before this tie rule).")
         if run.data.params.get("data.eval_split") in splits:
             lines.append("The confirmation split is one the rows were chosen on: it confirms nothing.")
         return lines
@@ -323,12 +329,13 @@ def confirmed_lines(confirmation: pd.DataFrame | None) -> list[str]:
         f"chosen on `{first['selected_on']}` by `{first['criterion']}`{tie_text}."
     ]
     for row in confirmation.itertuples():
+        column = f"dr_{row.target}"
         low, high = (
-            formats.format_cell("dr", row.confirmed_dr_ci_low),
-            formats.format_cell("dr", row.confirmed_dr_ci_high),
+            formats.format_cell(column, row.confirmed_dr_ci_low),
+            formats.format_cell(column, row.confirmed_dr_ci_high),
         )
         lines.append(
-            f"  Δr {row.target}: {formats.format_cell('dr', row.confirmed_dr)} [{low}, {high}], "
+            f"  Δr {row.target}: {formats.format_cell(column, row.confirmed_dr)} [{low}, {high}], "
             f"p = {formats.format_cell('p', row.confirmed_dr_p)}"
         )
     return lines

@@ -160,10 +160,11 @@ def _mark_shapes(ax, shapes: Sequence[Any], name_groups: bool) -> None:
     lines = []
     for shape in shapes:
         where = ", ".join(f"{k}={v}" for k, v in shape.where.items()) if name_groups else ""
-        what = (
-            "flat: every strength gives the same Δr" if shape.kind == "flat" else "step: every s > 0 gives the same Δr"
-        )
-        lines.append(f"{where + ': ' if where else ''}{what} (±{shape.tolerance:.1g})")
+        if shape.kind == "flat":
+            what = f"flat: the same Δr at every strength (spread {shape.spread:.1g})"
+        else:
+            what = f"step: about the same Δr at every s > 0 (spread {shape.spread:.1g}); only s = 0 differs"
+        lines.append(f"{where + ': ' if where else ''}{what}")
     if lines:
         box = {"boxstyle": "round", "facecolor": "white", "edgecolor": "#D55E00", "alpha": 0.9}
         ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", fontsize=8, bbox=box)

@@ -10,10 +10,11 @@ towards the rating). Only steered clips count; a clip whose prediction changes b
 The slope is over the strengths as swept (a grid up to 10 weighs the large strengths most); a
 multi-draw control's prediction is the mean over its draws.
 
-A group whose predictions are the same at every s > 0 (within ``STEP_CHANGE``) but not at s = 0 has a
-**step** response (``method=lrm``: normalisation cancels s). Its least-squares slope measures the one
-jump from s = 0, not how the prediction follows the strength, so the group is flagged
-(``response = step``) and its summary speaks of the jump, not of a slope pointing the wrong way.
+A group whose predictions barely move between the positive strengths (summed over clips, by at most
+``ties.STEP_FRACTION`` of their jump from s = 0) has a **step** response (``method=lrm``:
+normalisation cancels s). Its least-squares slope measures the one jump from s = 0, not how the
+prediction follows the strength, so the group is flagged (``response = step``) and its summary
+speaks of the jump, not of a slope pointing the wrong way.
 """
 
 from __future__ import annotations
@@ -27,14 +28,13 @@ import pandas as pd
 
 from steering.sweep.columns import varying_choices
 from steering.sweep.predictions import check_same_clips, steered_draws
+from steering.sweep.ties import STEP_FRACTION
 from steering.vocab import TARGETS
 
 log = logging.getLogger(__name__)
 
 #: Below this change of the prediction over the whole swept strength range a clip counts as not moved.
 FLAT_CHANGE = 1e-6
-#: Predictions at every s > 0 within this of each other (every clip) make a group's response a step.
-STEP_CHANGE = 1e-5
 
 Loader = Callable[[str], pd.DataFrame]
 
@@ -99,13 +99,14 @@ def steerability_table(table: pd.DataFrame, load: Loader) -> pd.DataFrame:
 
 
 def _is_step(strengths: np.ndarray, predictions: np.ndarray) -> bool:
-    """Every s > 0 gives the same predictions (at least two of them, and s = 0 present) but s = 0 does not."""
+    """s = 0 and at least two s > 0, and the predictions move between the positive strengths by at most
+    ``STEP_FRACTION`` of their jump from s = 0 (sums over clips)."""
     positive = strengths > 0
     if positive.sum() < 2 or positive.all():
         return False
-    same = np.ptp(predictions[positive], axis=0).max() <= STEP_CHANGE
-    jump = np.abs(predictions[positive][0] - predictions[~positive][0]).max() > STEP_CHANGE
-    return bool(same and jump)
+    jump = np.abs(predictions[positive].mean(axis=0) - predictions[~positive].mean(axis=0)).sum()
+    spread = np.ptp(predictions[positive], axis=0).sum()
+    return bool(jump > FLAT_CHANGE and spread <= STEP_FRACTION * jump)
 
 
 def summarise(steer: pd.DataFrame) -> pd.DataFrame:
@@ -132,8 +133,9 @@ def summarise(steer: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def histogram(steer: pd.DataFrame, path: str | Path) -> Path | None:
-    """Histogram of ``toward_rating`` over steered clips, one panel per target, one outline per group."""
+def histogram(steer: pd.DataFrame, path: str | Path, scored: str = "") -> Path | None:
+    """Histogram of ``toward_rating`` over steered clips, one panel per target, one outline per group;
+    ``scored``: the split and n the rows were scored on, for the title."""
     if steer.empty or not steer["steered"].any():
         return None
     import matplotlib
@@ -173,7 +175,8 @@ def histogram(steer: pd.DataFrame, path: str | Path) -> Path | None:
         ax.set_ylabel("steered clips")
         ax.set_title(t)
         ax.legend(fontsize=8, loc="best")
-    fig.suptitle("Per-clip steerability: slope of the prediction against strength", fontsize=10)
+    question = "Does more strength move each clip towards its rating? Per-clip slope of the prediction against strength"
+    fig.suptitle(question + (f"\n{scored}" if scored else ""), fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,7 +201,7 @@ def describe_steerability(summary: pd.DataFrame) -> list[str]:
         where = ", ".join(f"{k}={row[k]}" for k in keys)
         if row.get("response") == "step":
             lines.append(
-                f"- {where + ': ' if where else ''}{row['target']}: **step response** — every s > 0 gives the same "
+                f"- {where + ': ' if where else ''}{row['target']}: **step response** — every s > 0 gives about the same "
                 "predictions, so a slope against strength measures only the jump from s = 0 (not summarised as "
                 f"a slope; that jump moved {row['share_wrong_way']:.1%} of the {int(row['n_steered'])} steered "
                 "clips away from their rating)"

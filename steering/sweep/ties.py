@@ -8,7 +8,9 @@ within
 
 of each other, where SE is the bootstrap standard error (half the row's 95 % interval / 1.96; for
 ``mean_dr`` the mean of the two targets' SEs). ``TIE_ABS`` catches numerically equal values (float32
-noise is far below it); a tenth of an SE is a difference no sweep of this size can tell apart.
+noise is far below it); a quarter of an SE of Δr is a difference no reader should report as a better
+configuration. (On the demo, ``+experiment=strengths method=lrm`` gives Δr valence +0.0030 at s = 0.1
+and +0.0026 to +0.0027 at every s ≥ 0.3, SE 0.0015: all tied, so the rule takes s = 0.1.)
 
 Selection (steering.sweep.confirmation) takes, among the rows tied with the best, the *simplest*:
 the smallest strength, then the earliest job (the order the sweep lists its values in).
@@ -16,8 +18,9 @@ the smallest strength, then the earliest job (the order the sweep lists its valu
 A strength response (Δr against strength within one group of the other choices) is
 
 - ``flat`` when every strength's Δr is tied with every other,
-- ``step`` when the positive strengths are all tied but s = 0 differs (the strength only switches
-  steering on: the lrm case),
+- ``step`` when s = 0 differs from the positive strengths and these are tied or spread by at most
+  ``STEP_FRACTION`` of the jump from s = 0 (the strength only switches steering on: the lrm case,
+  whose normalisation cancels s up to its epsilon),
 - ``graded`` otherwise (and when fewer than two strengths finished).
 """
 
@@ -35,7 +38,8 @@ from steering.sweep.columns import varying_choices
 from steering.vocab import TARGETS
 
 TIE_ABS = 1e-6
-TIE_SE_FRACTION = 0.1
+TIE_SE_FRACTION = 0.25
+STEP_FRACTION = 0.25
 RULE = (
     f"values within max({TIE_ABS:g}, {TIE_SE_FRACTION:g} × bootstrap SE) of each other are tied "
     "(SE = half the 95% interval / 1.96)"
@@ -100,9 +104,9 @@ class Shape:
             )
         if self.kind == "step":
             return (
-                f"{self.label} is a step: every s > 0 ({_span(positive)}) gives the same Δr "
-                f"(spread {self.spread:.2g} ≤ tolerance {self.tolerance:.2g}), only s = 0 differs; "
-                "the strength only switches steering on (as under method=lrm, whose normalisation cancels s)."
+                f"{self.label} is a step: every s > 0 ({_span(positive)}) gives about the same Δr "
+                f"(spread {self.spread:.2g}), only s = 0 differs; the strength only switches steering on "
+                "(as under method=lrm, whose normalisation cancels s): no best strength to report."
             )
         return ""
 
@@ -139,9 +143,10 @@ def response_shapes(table: pd.DataFrame) -> list[Shape]:
             tol = tolerance(float(np.median(finite)) if finite else math.nan)
             positive = rows["strength"] > 0
             kind, spread = "graded", _spread(dr)
+            jump = abs(float(dr[~positive].mean()) - float(dr[positive].median())) if (~positive).any() else 0.0
             if spread <= tol:
                 kind = "flat"
-            elif positive.sum() >= 2 and (~positive).any() and _spread(dr[positive]) <= tol:
+            elif positive.sum() >= 2 and jump > tol and _spread(dr[positive]) <= max(tol, STEP_FRACTION * jump):
                 kind, spread = "step", _spread(dr[positive])
             strengths = tuple(float(s) for s in rows["strength"].unique())
             shapes.append(Shape(dict(zip(keys, key)), t, kind, tol, strengths, spread))
