@@ -93,8 +93,9 @@ def terminal_text(report: SweepReport, width: int = TERMINAL_WIDTH) -> str:
     """What the terminal shows at the end of a sweep: which split and n the rows were scored on, the
     selection and tie rule, flat or step responses, the table, and last the confirmed figures."""
     table = report.table
+    n_failed = int((table["status"] != "FINISHED").sum()) if len(table) else 0
     head = [
-        f"{len(table)} configurations. {tbl.scored_on(table)} "
+        f"{len(table)} configurations, {n_failed} not finished. {tbl.scored_on(table)} "
         "Δr valence and Δr arousal are the two targets, not splits.",
         *report.notes,
     ]
