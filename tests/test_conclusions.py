@@ -196,6 +196,7 @@ def test_parent_description_leads_with_the_confirmed_figures_and_the_notes_state
     assert first[1] == "- Δr valence: +0.0036 [+0.0016, +0.0056], p = 0.004"
     assert note.index("Confirmed on `test`") < note.index("best Δr valence")
     assert "scored on the `val` split (n = 182 clips each)" in note
+    assert note.index("Δr valence is a step") < note.index("best Δr valence")  # no best strength to report
     notes = conf.selection_notes(runs.children, table)
     assert any("4 rows were tied" in line and "chosen: job 1, strength 0.1" in line for line in notes)
     md = tbl.describe(table, "sw", notes)

@@ -21,6 +21,7 @@ from steering.sweep import formats
 from steering.sweep.columns import choice_columns, varying_choices
 from steering.sweep.confirmation import confirmed_lines, rebuild_confirmation
 from steering.sweep.table import TAG_ROLE, SweepRuns, scored_on
+from steering.sweep.ties import describe_shapes, response_shapes
 from steering.vocab import TARGETS
 
 NOTE_TAG = "mlflow.note.content"
@@ -107,10 +108,12 @@ def note(table: pd.DataFrame, sweep_id: str, header: str = "") -> str:
 
 def description_lead(runs: SweepRuns, table: pd.DataFrame) -> str:
     """The description's first lines: the confirmed figures on the held-out split (when the sweep confirmed
-    its choice; those are the figures to report), then the split and n the rows were scored on."""
+    its choice; those are the figures to report), the split and n the rows were scored on, and flat or step
+    strength responses."""
     confirmed = confirmed_lines(rebuild_confirmation(runs.children, table, runs.varied))
     confirmed = [f"- {line.strip()}" if line.startswith("  ") else f"**{line}**" for line in confirmed]
-    return "\n".join([*confirmed, *([""] if confirmed else []), scored_on(table)])
+    shapes = describe_shapes(response_shapes(table))  # a flat or step response has no best row to report
+    return "\n".join([*confirmed, *([""] if confirmed else []), scored_on(table), *shapes])
 
 
 def annotate_parent(client: MlflowClient, run_id: str, runs: SweepRuns, table: pd.DataFrame, sweep_id: str) -> None:

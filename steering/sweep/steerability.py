@@ -201,8 +201,8 @@ def describe_steerability(summary: pd.DataFrame) -> list[str]:
         where = ", ".join(f"{k}={row[k]}" for k in keys)
         if row.get("response") == "step":
             lines.append(
-                f"- {where + ': ' if where else ''}{row['target']}: **step response** — every s > 0 gives about the same "
-                "predictions, so a slope against strength measures only the jump from s = 0 (not summarised as "
+                f"- {where + ': ' if where else ''}{row['target']}: **step response** — every s > 0 gives about the "
+                "same predictions, so a slope against strength measures only the jump from s = 0 (not summarised as "
                 f"a slope; that jump moved {row['share_wrong_way']:.1%} of the {int(row['n_steered'])} steered "
                 "clips away from their rating)"
             )
