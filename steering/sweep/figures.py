@@ -156,16 +156,15 @@ def draw_strength(table: pd.DataFrame, context: FigureContext | None = None):
 
 
 def _mark_shapes(ax, shapes: Sequence[Any], name_groups: bool) -> None:
-    """Write "flat" / "step" into the panel, so the figure cannot be read as a best strength."""
+    """Write "flat" / "step" into the panel (above the data), so the figure cannot be read as a best strength."""
     lines = []
     for shape in shapes:
         where = ", ".join(f"{k}={v}" for k, v in shape.where.items()) if name_groups else ""
-        if shape.kind == "flat":
-            what = f"flat: the same Δr at every strength (spread {shape.spread:.1g})"
-        else:
-            what = f"step: about the same Δr at every s > 0 (spread {shape.spread:.1g}); only s = 0 differs"
+        what = "flat: the same Δr at every strength" if shape.kind == "flat" else "step: the same Δr at every s > 0"
         lines.append(f"{where + ': ' if where else ''}{what}")
     if lines:
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high + (high - low) * 0.1 * (len(lines) + 1))  # headroom: the note covers no point
         box = {"boxstyle": "round", "facecolor": "white", "edgecolor": "#D55E00", "alpha": 0.9}
         ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", fontsize=8, bbox=box)
 
