@@ -144,12 +144,16 @@ def report_sweep(client: MlflowClient, sweep_id: str, out: Path, log_to_parent: 
 
 def report_compare(client: MlflowClient, first: str, second: str, out: Path) -> Rebuilt:
     """Δr differences (second minus first) for configurations that both sweeps ran."""
-    comparison = tbl.compare_runs(tbl.find_sweep(client, first), tbl.find_sweep(client, second))
+    runs_a, runs_b = tbl.find_sweep(client, first), tbl.find_sweep(client, second)
+    comparison = tbl.compare_runs(runs_a, runs_b)
     diff = comparison.table
     target = out / f"compare_{first}_vs_{second}"
     target.mkdir(parents=True, exist_ok=True)
     diff.to_csv(target / "comparison_diff.csv", index=False)
-    header = comparison.header(first, second)
+    scored = [
+        f"{name}: {tbl.scored_on(tbl.comparison_table(r.children))}" for name, r in (("A", runs_a), ("B", runs_b))
+    ]
+    header = "\n".join([comparison.header(first, second), *(textwrap.fill(line, 100) for line in scored)])
     (target / "comparison_diff.md").write_text(f"{header}\n\n{tbl.to_markdown(diff)}")
     columns = [*comparison.keys]
     names = [*comparison.keys]
