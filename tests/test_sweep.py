@@ -97,6 +97,7 @@ def test_experiment_presets_compose_and_define_their_sweep(preset, jobs, swept):
         strengths = [float(x) for x in str(params.strength).split(",")]
         assert strengths[0] == 0 and strengths == sorted(set(strengths))
         assert (cfg.binning.name, cfg.pathway.name, cfg.layer.name) == ("9bin", "valence", "conv4")
+        assert cfg.method.name == "modulation"  # the seed's meaning of strength (gains x s); lrm cancels s
     if preset == "controls":  # the oracle condition against controls that are all known category modes
         categories = str(params.category).split(",")
         assert categories[0] == "oracle" and len(set(categories)) == len(categories) == jobs
@@ -117,7 +118,7 @@ def test_approach_configs_pick_binning_pathway_layer(approach, expected):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose(config_name="run", overrides=["+experiment=approaches", f"+approach={approach}"])
     assert (cfg.binning.name, cfg.pathway.name, cfg.layer.name) == expected
-    assert cfg.strength == 1.5 and cfg.method.name == "lrm"
+    assert cfg.strength == 1.5 and cfg.method.name == "modulation"  # the seed's strength: gains x s
 
 
 def test_experiment_group_is_a_tracked_symlink_to_the_top_level_folder():

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from steering.sweep import contrasts as ctr
 from steering.sweep import steerability as steer
+from steering.sweep.figures import scored
 from steering.sweep.predictions import load_predictions
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ class Analyses:
     paths: list[Path] = field(default_factory=list)
     sections: list[str] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    #: contrasts.csv's rows (conditions minus controls), for the forest figure; None when not computed.
+    contrasts: pd.DataFrame | None = None
 
 
 def _varies(table: pd.DataFrame, column: str) -> bool:
@@ -62,6 +65,7 @@ def write_analyses(
                 seed=int(bootstrap["seed"]),
             )
             if not contrasts.empty:
+                result.contrasts = contrasts
                 contrasts.to_csv(out / "contrasts.csv", index=False)
                 result.paths.append(out / "contrasts.csv")
                 result.sections += ctr.describe_contrasts(contrasts, float(bootstrap["confidence"]))
@@ -75,13 +79,14 @@ def write_analyses(
                 clips.to_csv(out / "steerability.csv", index=False)
                 summary.to_csv(out / "steerability_summary.csv", index=False)
                 result.paths += [out / "steerability.csv", out / "steerability_summary.csv"]
-                figure = steer.histogram(clips, out / "steerability.png")
+                figure = steer.histogram(clips, out / "steerability.png", scored(table))
                 if figure is not None:
                     result.paths.append(figure)
                 result.sections += steer.describe_steerability(summary)
                 if len(summary) == len(steer.TARGETS):  # one group: the shares are the sweep's
                     for row in summary.itertuples():
-                        result.metrics[f"wrong_way_share_{row.target}"] = float(row.share_wrong_way)
+                        if row.response != "step":  # a step's "slope" is one jump: no wrong-way share to log
+                            result.metrics[f"wrong_way_share_{row.target}"] = float(row.share_wrong_way)
         except Exception:
             log.exception("steerability not computed")
     return result

@@ -51,7 +51,7 @@ from steering.sweep import offline, overrides
 from steering.sweep import table as tbl
 from steering.sweep.interrupt import InterruptWatch, end_running_children, note_unfinished, planned_jobs
 from steering.sweep.parent import annotate_parent
-from steering.sweep.report import SweepReport, terminal_view, write_report
+from steering.sweep.report import SweepReport, terminal_text, write_report
 from steering.sweep.server import DEFAULT_TIMEOUT, LocalServer, nodes_elsewhere, start_server
 from steering.sweep.slurm_launcher import check_slurm_request
 from steering.tracking import links as ui_links
@@ -396,7 +396,7 @@ def finish_sweep(sweep: ActiveSweep) -> Path:
             finished,
             len(table),
             sweep_dir,
-            terminal_view(table),
+            terminal_text(report),
             ui_links.how_to_open(info["backend_uri"], str(info["experiment_id"]), info["run_id"]),
         )
     finally:

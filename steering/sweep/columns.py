@@ -22,11 +22,12 @@ from steering.vocab import TARGETS
 CORE_CHOICES = ("binning", "pathway", "layer", "method", "category", "strength")
 #: Per-target metrics read from each run, in table order, once per target.
 PER_TARGET_METRICS = ("r_base_{t}", "r_steered_{t}", "dr_{t}", "dr_{t}_ci_low", "dr_{t}_ci_high", "dr_{t}_p")
-#: Metrics of the run as a whole, after the per-target ones.
-RUN_METRICS = ("coverage",)
+#: Metrics of the run as a whole, after the per-target ones (``n_eval``: the clips the row was scored on).
+RUN_METRICS = ("coverage", "n_eval")
 #: Columns before the choices and after the metrics: neither choices nor metrics.
 LEADING = ("job", "run_name")
-TRAILING = ("oracle", "status", "error", "run_id")
+#: ``eval_split``: the split the row was scored on (param ``data.eval_split``).
+TRAILING = ("eval_split", "oracle", "status", "error", "run_id")
 
 
 def metric_columns() -> list[str]:

@@ -1,11 +1,13 @@
 """Select on val, confirm on test: the sweep's best configuration, run once more on the held-out split.
 
 A sweep with confirmation evaluates its jobs on ``data.eval_split`` (``val`` in the ``strengths`` and
-``methods`` presets). When it ends, the FINISHED row that maximises ``confirm.criterion`` is run
-again, unchanged except ``data.eval_split = confirm.split`` (``test``), as a child of the sweep's
-parent run tagged ``sweep_role=confirmation`` (not a row of the comparison table). The parent gets
-``confirmation.csv``: the choice (its overrides), its figures on the selection split and on the
-confirmation split (Δr, paired-bootstrap interval, Williams' p).
+``methods`` presets). When it ends, the FINISHED row that maximises ``confirm.criterion`` under
+the tie rule (rows within a tolerance of the best are tied and the simplest of them wins: smallest
+strength, then earliest job; steering.sweep.ties) is run again, unchanged except
+``data.eval_split = confirm.split`` (``test``), as a child of the sweep's parent run tagged
+``sweep_role=confirmation`` (not a row of the comparison table). The parent gets ``confirmation.csv``:
+the choice (its overrides), how many rows were tied with it, its figures and n on the selection
+split and on the confirmation split (Δr, paired-bootstrap interval, Williams' p).
 
 Config (``conf/run.yaml``)::
 
@@ -36,6 +38,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from steering.config.schema import RunConfig
+from steering.sweep import formats, ties
 from steering.sweep.overrides import override_values
 from steering.tracking.runs import PARENT_FILE
 from steering.vocab import SPLITS, TARGETS
@@ -95,13 +98,68 @@ def criterion_values(table: pd.DataFrame, criterion: str) -> pd.Series:
     return pd.to_numeric(table[criterion])
 
 
-def choose(table: pd.DataFrame, criterion: str) -> pd.Series | None:
-    """The FINISHED row with the largest finite criterion (the first such row on ties); None if there is none."""
+@dataclass(frozen=True)
+class Selection:
+    """The chosen row, the best row and every row tied with the best (in the tie-break order)."""
+
+    row: pd.Series
+    best: pd.Series
+    tied: pd.DataFrame
+    tolerance: float
+
+    @property
+    def is_tie(self) -> bool:
+        return len(self.tied) > 1
+
+
+def select(table: pd.DataFrame, criterion: str) -> Selection | None:
+    """The FINISHED row with the largest finite criterion under the tie rule (steering.sweep.ties): rows
+    within the tolerance of the best are tied, and the simplest of them (smallest strength, then earliest
+    job) is chosen. None when no row qualifies."""
     values = criterion_values(table, criterion)
     eligible = (table["status"] == "FINISHED") & values.notna() & values.map(lambda v: math.isfinite(float(v)))
     if not eligible.any():
         return None
-    return table.loc[values[eligible].idxmax()]
+    best = table.loc[values[eligible].idxmax()]
+    targets = TARGETS if criterion == "mean_dr" else (criterion.removeprefix("dr_"),)
+    tol = ties.tolerance(ties.row_se(best, targets))
+    tied = ties.simplest_first(table[eligible & (values >= float(values[best.name]) - tol)])
+    return Selection(tied.iloc[0], best, tied, tol)
+
+
+def choose(table: pd.DataFrame, criterion: str) -> pd.Series | None:
+    """The row :func:`select` chooses (the tie rule applied); None if there is none."""
+    selection = select(table, criterion)
+    return None if selection is None else selection.row
+
+
+def describe_selection(selection: Selection, criterion: str) -> str:
+    """One sentence: the rule, and which rows were tied with the best and which of them was chosen."""
+    rule = (
+        f"Selection: the finished row maximising `{criterion}`; {ties.RULE}, here ±{selection.tolerance:.2g}, "
+        f"and a tie goes to {ties.ORDER}."
+    )
+    chosen = _row_name(selection.row)
+    if not selection.is_tie:
+        return f"{rule} No other row was tied with the best ({chosen})."
+    tied = selection.tied
+    if "strength" in tied and tied["strength"].notna().all():
+        names = "strengths " + ", ".join(f"{float(v):g}" for v in tied["strength"])
+    else:
+        names = "jobs " + ", ".join(str(_job_or_none(v)) for v in tied.get("job", pd.Series(dtype=object)))
+    return (
+        f"{rule} {len(tied)} rows were tied with the best ({_row_name(selection.best)}): {names}; "
+        f"chosen: {chosen}. Their differences are noise, not a better configuration."
+    )
+
+
+def _row_name(row: pd.Series) -> str:
+    job = row.get("job")
+    strength = row.get("strength")
+    parts = [] if job is None or pd.isna(job) else [f"job {int(job)}"]
+    if strength is not None and not pd.isna(strength):
+        parts.append(f"strength {float(strength):g}")
+    return ", ".join(parts) or str(row.get("run_name", row.get("run_id", "?")))
 
 
 def _run_config(client: MlflowClient, run_id: str) -> DictConfig:
@@ -149,6 +207,7 @@ def run_confirmation(
         TAG_ROLE: ROLE,
         TAG_CHOSEN: chosen_run.info.run_id,
         "confirmation_criterion": settings.criterion,
+        "confirmation_tied_jobs": json.dumps([_job_or_none(j) for j in _tied_jobs(table, settings.criterion)]),
         "sweep_job_num": ROLE,  # no job of the sweep: never a table row
         "sweep_overrides": json.dumps([*chosen_overrides, f"data.eval_split={settings.split}"]),
     }
@@ -174,6 +233,7 @@ def confirmation_table(
     val = chosen_run.data.metrics
     row = table[table["run_id"] == chosen_run.info.run_id].iloc[0]
     selected_on = chosen_run.data.params.get("data.eval_split", "")
+    selection = select(table, settings.criterion)
 
     def crit(metrics: Mapping[str, float]) -> float:
         if settings.criterion == "mean_dr":
@@ -193,6 +253,9 @@ def confirmation_table(
             "confirmed_on": settings.split,
             "criterion_selected": crit(val),
             "criterion_confirmed": crit(test_metrics),
+            "tied_rows": len(selection.tied) if selection is not None else 1,
+            "selected_n": val.get("n_eval", math.nan),
+            "confirmed_n": test_metrics.get("n_eval", math.nan),
             "target": t,
         }
         for prefix, metrics in (("selected", val), ("confirmed", test_metrics)):
@@ -210,28 +273,72 @@ def is_confirmation(run: Run) -> bool:
     return run.data.tags.get(TAG_ROLE) == ROLE
 
 
-def selection_notes(children: Sequence[Run], n_rows: int) -> list[str]:
-    """comparison.md lines on how a configuration may be chosen from this table."""
+def _tied_jobs(table: pd.DataFrame, criterion: str) -> list[object]:
+    selection = select(table, criterion)
+    return [] if selection is None else list(selection.tied.get("job", pd.Series(dtype=object)))
+
+
+def _job_or_none(job: object) -> int | None:
+    return None if job is None or pd.isna(job) else int(job)  # type: ignore[arg-type]
+
+
+def selection_notes(children: Sequence[Run], table: pd.DataFrame) -> list[str]:
+    """comparison.md lines on how a configuration may be (or was) chosen from this table, tie rule included."""
     confirmations = [r for r in children if is_confirmation(r)]
     splits = {r.data.params.get("data.eval_split") for r in children if not is_confirmation(r)} - {None}
     if confirmations:
         run = confirmations[-1]
-        crit = run.data.tags.get("confirmation_criterion", "")
+        crit = run.data.tags.get("confirmation_criterion", "mean_dr")
         lines = [
-            f"Rows were evaluated on `{'`, `'.join(sorted(splits))}`. The row maximising `{crit}` was run once "
+            f"Rows were evaluated on `{'`, `'.join(sorted(splits))}`. The row chosen by `{crit}` was run once "
             f"on `{run.data.params.get('data.eval_split', '?')}` (run {run.info.run_id}, tag "
             f"sweep_role=confirmation): report confirmation.csv, not the best row of this table."
         ]
+        selection = select(table, crit) if crit in CRITERIA else None
+        if selection is not None:
+            lines.append(describe_selection(selection, crit))
+            if selection.row.get("run_id") != run.data.tags.get(TAG_CHOSEN):
+                lines.append("This sweep's confirmation ran another row (chosen before this tie rule).")
         if run.data.params.get("data.eval_split") in splits:
             lines.append("The confirmation split is one the rows were chosen on: it confirms nothing.")
         return lines
-    if "test" in splits and n_rows > 1:
+    if "test" in splits and len(table) > 1:
         return [
             "Rows were evaluated on `test`: choosing a configuration from this table re-creates selection "
             "on the reported split. Select on `val` and confirm on `test` (confirm=true, data.eval_split=val; "
             "see docs/statistics.md)."
         ]
     return []
+
+
+def confirmed_lines(confirmation: pd.DataFrame | None) -> list[str]:
+    """The confirmed figures, one line per target, under a line saying what was chosen where (empty without)."""
+    if confirmation is None or confirmation.empty:
+        return []
+    first = confirmation.iloc[0]
+    n = first.get("confirmed_n")
+    n_text = "" if n is None or pd.isna(n) else f", n = {int(n)} clips"
+    tied = first.get("tied_rows")
+    tie_text = (
+        f"; {int(tied)} rows were tied on `{first['selected_on']}`, the tie rule chose it" if tied and tied > 1 else ""
+    )
+    job = first.get("job")
+    job_text = "" if job is None or pd.isna(job) else f"job {int(job)}: "
+    lines = [
+        f"Confirmed on `{first['confirmed_on']}`{n_text} (the figures to report): {job_text}{first['choice'] or '-'}, "
+        f"chosen on `{first['selected_on']}` by `{first['criterion']}`{tie_text}."
+    ]
+    for row in confirmation.itertuples():
+        column = f"dr_{row.target}"
+        low, high = (
+            formats.format_cell(column, row.confirmed_dr_ci_low),
+            formats.format_cell(column, row.confirmed_dr_ci_high),
+        )
+        lines.append(
+            f"  Δr {row.target}: {formats.format_cell(column, row.confirmed_dr)} [{low}, {high}], "
+            f"p = {formats.format_cell('p', row.confirmed_dr_p)}"
+        )
+    return lines
 
 
 def rebuild_confirmation(

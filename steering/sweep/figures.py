@@ -1,7 +1,10 @@
 """Figures of a sweep's comparison table: Δr against strength, or a forest plot when strength is fixed.
 
 Both use the Okabe-Ito palette (distinguishable with the common colour-vision deficiencies) plus
-distinct markers, mark the baseline Δr = 0 and carry a title naming the sweep.
+distinct markers, mark the baseline Δr = 0 and carry a title that states the question the figure
+answers, the split the rows were scored on with n, and the sweep. The strength figure says in the
+panel when a response is flat or a step (steering.sweep.ties); the forest plot of a sweep with
+contrasts (the ``controls`` preset) adds the condition − control contrasts with their intervals.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -28,9 +32,15 @@ class FigureContext:
     preset: str | None = None
     varied: Sequence[str] = ()
     fixed: Mapping[str, str] = field(default_factory=dict)
+    #: steering.sweep.ties.Shape per group and target (flat and step responses are marked in the panels).
+    shapes: Sequence[Any] = ()
+    #: contrasts.csv's rows (condition − control), drawn under the forest plot.
+    contrasts: pd.DataFrame | None = None
 
-    def title(self, table: pd.DataFrame, extra: Sequence[str] = ()) -> str:
-        head = f"{self.preset or 'sweep'} · {self.sweep_id}"
+    def title(self, table: pd.DataFrame, extra: Sequence[str] = (), question: str = "") -> str:
+        head = f"{self.preset or 'sweep'} · {self.sweep_id} · {scored(table)}"
+        if question:
+            head = f"{question}\n{head}"
         parts = list(extra)
         if "method" in self.fixed:
             parts.insert(0, f"method {self.fixed['method']}")
@@ -42,6 +52,17 @@ class FigureContext:
         else:
             parts.append("no oracle")
         return head + "\n" + " · ".join(parts)
+
+
+def scored(table: pd.DataFrame) -> str:
+    """``scored on val, n = 182 clips`` from the rows' ``eval_split`` and ``n_eval`` (what is recorded)."""
+    finished = table[table["status"] == "FINISHED"] if "status" in table else table
+    splits = sorted({str(v) for v in finished.get("eval_split", pd.Series(dtype=object)).dropna() if str(v)})
+    counts = sorted({int(v) for v in pd.to_numeric(finished.get("n_eval", pd.Series(dtype=float))).dropna()})
+    text = f"scored on {', '.join(splits)}" if splits else "split not recorded"
+    if counts:
+        text += f", n = {counts[0]} clips" if len(counts) == 1 else f", n = {counts[0]}–{counts[-1]} clips"
+    return text
 
 
 def _pyplot():
@@ -117,7 +138,10 @@ def draw_strength(table: pd.DataFrame, context: FigureContext | None = None):
         ax.set_ylabel(f"Δr {t} (95% CI)")
         ax.set_title(t)
         ax.grid(alpha=0.3)
-    fig.suptitle(context.title(data, ["Δr = r(steered) − r(baseline)"]), fontsize=10)
+    for ax, t in zip(axes, TARGETS):
+        _mark_shapes(ax, [s for s in context.shapes if s.target == t and s.kind != "graded"], len(groups) > 1)
+    question = "How does Δr change with the steering strength?"
+    fig.suptitle(context.title(data, ["Δr = r(steered) − r(baseline)"], question), fontsize=10)
     fig.legend(
         [*handles, baseline],
         [h.get_label() for h in handles] + ["baseline (Δr = 0)"],
@@ -129,6 +153,20 @@ def draw_strength(table: pd.DataFrame, context: FigureContext | None = None):
     )
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
+
+
+def _mark_shapes(ax, shapes: Sequence[Any], name_groups: bool) -> None:
+    """Write "flat" / "step" into the panel (above the data), so the figure cannot be read as a best strength."""
+    lines = []
+    for shape in shapes:
+        where = ", ".join(f"{k}={v}" for k, v in shape.where.items()) if name_groups else ""
+        what = "flat: the same Δr at every strength" if shape.kind == "flat" else "step: the same Δr at every s > 0"
+        lines.append(f"{where + ': ' if where else ''}{what}")
+    if lines:
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high + (high - low) * 0.1 * (len(lines) + 1))  # headroom: the note covers no point
+        box = {"boxstyle": "round", "facecolor": "white", "edgecolor": "#D55E00", "alpha": 0.9}
+        ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", fontsize=8, bbox=box)
 
 
 def _strength_ticks(strengths: pd.Series, linthresh: float) -> list[float]:
@@ -162,16 +200,44 @@ def row_labels(table: pd.DataFrame, varied: Sequence[str] = ()) -> list[str]:
 
 
 def draw_forest(table: pd.DataFrame, context: FigureContext | None = None):
-    """Δr with its 95% CI per row, valence and arousal side by side (for sweeps that do not vary strength)."""
+    """Δr with its 95% CI per row, valence and arousal side by side (for sweeps that do not vary strength);
+    under it, when the context has contrasts, each condition − control contrast with its interval."""
     if len(table) < 1 or ("strength" in table and table["strength"].nunique(dropna=True) >= 2):
         return None
     plt = _pyplot()
+    context = context or FigureContext(sweep_id="")
+    contrasts = context.contrasts if context.contrasts is not None and not context.contrasts.empty else None
+    n = len(table)
+    per_target = int((contrasts["target"] == TARGETS[0]).sum()) if contrasts is not None else 0
+    heights = [1.6 + 0.42 * n, *([1.4 + 0.42 * per_target] if per_target else [])]
+    fig = plt.figure(figsize=(11, sum(heights)))
+    grid = fig.add_gridspec(len(heights), len(TARGETS), height_ratios=heights)
+    axes = [fig.add_subplot(grid[0, 0])]
+    axes += [fig.add_subplot(grid[0, j], sharey=axes[0]) for j in range(1, len(TARGETS))]
+    _forest_rows(axes, table, row_labels(table, context.varied))
+    if per_target:
+        lower = [fig.add_subplot(grid[1, 0])]
+        lower += [fig.add_subplot(grid[1, j], sharey=lower[0]) for j in range(1, len(TARGETS))]
+        _forest_contrasts(lower, contrasts)
+    extra = []
+    if "strength" in table and table["strength"].nunique(dropna=True) == 1:
+        extra.append(f"strength {table['strength'].dropna().iloc[0]:g}")
+    extra.append("dashed: baseline (Δr = 0)")
+    question = (
+        "Does steering with the condition beat the controls? Δr per row (top), condition − control (bottom)"
+        if per_target
+        else "Does each configuration change r? Δr = r(steered) − r(baseline) per row"
+    )
+    fig.suptitle(context.title(table, extra, question), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _forest_rows(axes, table: pd.DataFrame, labels: Sequence[str]) -> None:
+    """One error bar per finished row and target; unfinished rows are labelled with their status."""
     from matplotlib.ticker import MaxNLocator
 
-    context = context or FigureContext(sweep_id="")
-    labels = row_labels(table, context.varied)
     n = len(table)
-    fig, axes = plt.subplots(1, len(TARGETS), figsize=(11, 1.6 + 0.42 * n), sharey=True)
     y = list(range(n))[::-1]
     for ax, t in zip(axes, TARGETS):
         for i, (_, row) in enumerate(table.iterrows()):
@@ -189,10 +255,34 @@ def draw_forest(table: pd.DataFrame, context: FigureContext | None = None):
         ax.margins(x=0.15)
     axes[0].set_yticks(y, labels)
     axes[0].set_ylim(-0.7, n - 0.3)
-    extra = []
-    if "strength" in table and table["strength"].nunique(dropna=True) == 1:
-        extra.append(f"strength {table['strength'].dropna().iloc[0]:g}")
-    extra.append("dashed: baseline (Δr = 0)")
-    fig.suptitle(context.title(table, extra), fontsize=10)
-    fig.tight_layout()
-    return fig
+    for ax in axes[1:]:
+        ax.tick_params(labelleft=False)
+
+
+def _forest_contrasts(axes, contrasts: pd.DataFrame) -> None:
+    """Δr(condition) − Δr(control) with its paired-bootstrap interval and p, per target."""
+    from matplotlib.ticker import MaxNLocator
+
+    keys = [k for k in contrasts.columns[: list(contrasts.columns).index("target")] if contrasts[k].nunique() > 1]
+    for ax, t in zip(axes, TARGETS):
+        rows = contrasts[contrasts["target"] == t].reset_index(drop=True)
+        y = list(range(len(rows)))[::-1]
+        labels = []
+        for i, row in rows.iterrows():
+            where = ", ".join(f"{k}={row[k]}" for k in keys)
+            labels.append(f"{where + ': ' if where else ''}{row['condition']} − {row['control']}")
+            low, mid, high = row["ci_low"], row["contrast"], row["ci_high"]
+            ax.errorbar([mid], [y[i]], xerr=[[mid - low], [high - mid]], fmt="D", color="#009E73", capsize=3, ms=5)
+            ax.annotate(
+                f"p {row['p']:.2g}", (high, y[i]), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7
+            )
+        ax.axvline(0, color="black", lw=1, ls="--")
+        ax.set_xlabel(f"condition − control, Δr {t} (95% CI)")
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.grid(axis="x", alpha=0.3)
+        ax.margins(x=0.2)
+        if ax is axes[0]:
+            ax.set_yticks(y, labels)
+            ax.set_ylim(-0.7, len(rows) - 0.3)
+        else:
+            ax.tick_params(labelleft=False)

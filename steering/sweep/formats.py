@@ -110,13 +110,13 @@ def terminal_view(table: pd.DataFrame, choices: Sequence[str], width: int = 100,
 
     has_q = all(f"dr_{t}_q" in table for t in targets)
 
-    def build(with_ci: bool, with_q: bool, limit: int | None) -> str:
+    def build(with_ci: bool, with_q: bool, limit: int | None, terse: bool = False) -> str:
         header = ["job", *choices]
         right = [True, *(_numeric(table[c]) for c in choices)]
-        for t in targets:
-            short = t[:3]
-            header += [f"Δr {short}", *([f"95% CI {short}"] if with_ci else []), f"p {short}"]
-            header += [f"q {short}"] if with_q else []
+        for t in targets:  # the target spelt out: "Δr val" would read as the val split
+            of = "" if terse else f" {t}"  # terse: p and q name no target; they follow their "Δr <target>"
+            header += [f"Δr {t}", *([f"95% CI{of}"] if with_ci else []), f"p{of}"]
+            header += [f"q{of}"] if with_q else []
             right += [True, *([True] if with_ci else []), True, *([True] if with_q else [])]
         if with_note:
             header.append("note")
@@ -142,10 +142,10 @@ def terminal_view(table: pd.DataFrame, choices: Sequence[str], width: int = 100,
     text = ""
     layouts = [(True, True, None), (True, False, None), (False, True, None), (False, False, None)]
     layouts += [(False, has_q, 16), (False, False, 16), (False, False, 10), (False, False, 6)]
-    for with_ci, with_q, limit in layouts:
+    for with_ci, with_q, limit, terse in [*((*x, False) for x in layouts), *((*x, True) for x in layouts[-4:])]:
         if with_q and not has_q:
             continue
-        text = build(with_ci, with_q, limit)
+        text = build(with_ci, with_q, limit, terse)
         if max(len(line) for line in text.splitlines()) <= width:
             return text
     return text

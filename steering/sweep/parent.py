@@ -19,7 +19,9 @@ from mlflow.tracking import MlflowClient
 
 from steering.sweep import formats
 from steering.sweep.columns import choice_columns, varying_choices
-from steering.sweep.table import TAG_ROLE, SweepRuns
+from steering.sweep.confirmation import confirmed_lines, rebuild_confirmation
+from steering.sweep.table import TAG_ROLE, SweepRuns, scored_on
+from steering.sweep.ties import describe_shapes, response_shapes
 from steering.vocab import TARGETS
 
 NOTE_TAG = "mlflow.note.content"
@@ -104,6 +106,16 @@ def note(table: pd.DataFrame, sweep_id: str, header: str = "") -> str:
     return text + "\n".join(kept) + "\n"
 
 
+def description_lead(runs: SweepRuns, table: pd.DataFrame) -> str:
+    """The description's first lines: the confirmed figures on the held-out split (when the sweep confirmed
+    its choice; those are the figures to report), the split and n the rows were scored on, and flat or step
+    strength responses."""
+    confirmed = confirmed_lines(rebuild_confirmation(runs.children, table, runs.varied))
+    confirmed = [f"- {line.strip()}" if line.startswith("  ") else f"**{line}**" for line in confirmed]
+    shapes = describe_shapes(response_shapes(table))  # a flat or step response has no best row to report
+    return "\n".join([*confirmed, *([""] if confirmed else []), scored_on(table), *shapes])
+
+
 def annotate_parent(client: MlflowClient, run_id: str, runs: SweepRuns, table: pd.DataFrame, sweep_id: str) -> None:
     """Log params, tags, summary metrics and the description of a sweep's parent run."""
     jobs = [c for c in runs.children if c.data.tags.get(TAG_ROLE) != "confirmation"]  # the table's rows
@@ -113,7 +125,7 @@ def annotate_parent(client: MlflowClient, run_id: str, runs: SweepRuns, table: p
     tags = {
         "sweep_varied_values": varied_values(table)[:MAX_TAG],
         "sweep_varied_params": json.dumps(varied)[:MAX_TAG],
-        NOTE_TAG: note(table, sweep_id),
+        NOTE_TAG: note(table, sweep_id, description_lead(runs, table)),
     }
     finished = int((table["status"] == "FINISHED").sum()) if len(table) else 0
     metrics = {"n_jobs": float(len(table)), "n_failed": float(len(table) - finished)}

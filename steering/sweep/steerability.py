@@ -9,6 +9,12 @@ towards the rating). Only steered clips count; a clip whose prediction changes b
 ``FLAT_CHANGE`` over the swept range, or whose baseline equals its rating, is neither (``flat``).
 The slope is over the strengths as swept (a grid up to 10 weighs the large strengths most); a
 multi-draw control's prediction is the mean over its draws.
+
+A group whose predictions barely move between the positive strengths (summed over clips, by at most
+``ties.STEP_FRACTION`` of their jump from s = 0) has a **step** response (``method=lrm``:
+normalisation cancels s). Its least-squares slope measures the one jump from s = 0, not how the
+prediction follows the strength, so the group is flagged (``response = step``) and its summary
+speaks of the jump, not of a slope pointing the wrong way.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import pandas as pd
 
 from steering.sweep.columns import varying_choices
 from steering.sweep.predictions import check_same_clips, steered_draws
+from steering.sweep.ties import STEP_FRACTION
 from steering.vocab import TARGETS
 
 log = logging.getLogger(__name__)
@@ -70,6 +77,7 @@ def steerability_table(table: pd.DataFrame, load: Loader) -> pd.DataFrame:
             base = preds[0][f"base_{t}"].to_numpy(dtype=np.float64)
             toward = slope * np.sign(rating - base)
             flat = (np.abs(slope) * span < FLAT_CHANGE) | (rating == base)
+            response = "step" if _is_step(strengths, stacked) else "graded"
             frame = pd.DataFrame(
                 {
                     "target": t,
@@ -81,12 +89,24 @@ def steerability_table(table: pd.DataFrame, load: Loader) -> pd.DataFrame:
                     "steered": steered_mask,
                     "flat": flat,
                     "wrong_way": steered_mask & ~flat & (toward < 0),
+                    "response": response,
                 }
             )
             for k, v in reversed(list(zip(keys, key))):
                 frame.insert(0, k, v)
             frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _is_step(strengths: np.ndarray, predictions: np.ndarray) -> bool:
+    """s = 0 and at least two s > 0, and the predictions move between the positive strengths by at most
+    ``STEP_FRACTION`` of their jump from s = 0 (sums over clips)."""
+    positive = strengths > 0
+    if positive.sum() < 2 or positive.all():
+        return False
+    jump = np.abs(predictions[positive].mean(axis=0) - predictions[~positive].mean(axis=0)).sum()
+    spread = np.ptp(predictions[positive], axis=0).sum()
+    return bool(jump > FLAT_CHANGE and spread <= STEP_FRACTION * jump)
 
 
 def summarise(steer: pd.DataFrame) -> pd.DataFrame:
@@ -107,13 +127,15 @@ def summarise(steer: pd.DataFrame) -> pd.DataFrame:
             share_flat=float(s["flat"].mean()) if n else np.nan,
             median_slope=float(s["slope"].median()) if n else np.nan,
             median_toward_rating=float(s["toward_rating"].median()) if n else np.nan,
+            response=str(g["response"].iloc[0]) if "response" in g else "graded",
         )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def histogram(steer: pd.DataFrame, path: str | Path) -> Path | None:
-    """Histogram of ``toward_rating`` over steered clips, one panel per target, one outline per group."""
+def histogram(steer: pd.DataFrame, path: str | Path, scored: str = "") -> Path | None:
+    """Histogram of ``toward_rating`` over steered clips, one panel per target, one outline per group;
+    ``scored``: the split and n the rows were scored on, for the title."""
     if steer.empty or not steer["steered"].any():
         return None
     import matplotlib
@@ -136,12 +158,14 @@ def histogram(steer: pd.DataFrame, path: str | Path) -> Path | None:
             key = key if isinstance(key, tuple) else (key,)
             name = ", ".join(f"{k}={v}" for k, v in zip(keys, key)) or "clips"
             share = g["wrong_way"].mean()
+            step = "response" in g and (g["response"] == "step").all()
+            text = f"{name}: step, the slope is one jump from s = 0" if step else f"{name}: {share:.0%} wrong way"
             ax.hist(
                 np.clip(g["toward_rating"], bins[0], bins[-1]),
                 bins=bins,
                 histtype="step",
                 lw=1.4,
-                label=f"{name}: {share:.0%} wrong way",
+                label=text,
             )
         ax.axvline(0, color="grey", lw=0.8)
         ax.xaxis.set_major_locator(MaxNLocator(6))
@@ -151,7 +175,8 @@ def histogram(steer: pd.DataFrame, path: str | Path) -> Path | None:
         ax.set_ylabel("steered clips")
         ax.set_title(t)
         ax.legend(fontsize=8, loc="best")
-    fig.suptitle("Per-clip steerability: slope of the prediction against strength", fontsize=10)
+    question = "Does more strength move each clip towards its rating? Per-clip slope of the prediction against strength"
+    fig.suptitle(question + (f"\n{scored}" if scored else ""), fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,6 +199,14 @@ def describe_steerability(summary: pd.DataFrame) -> list[str]:
     ]
     for _, row in summary.iterrows():
         where = ", ".join(f"{k}={row[k]}" for k in keys)
+        if row.get("response") == "step":
+            lines.append(
+                f"- {where + ': ' if where else ''}{row['target']}: **step response** — every s > 0 gives about the "
+                "same predictions, so a slope against strength measures only the jump from s = 0 (not summarised as "
+                f"a slope; that jump moved {row['share_wrong_way']:.1%} of the {int(row['n_steered'])} steered "
+                "clips away from their rating)"
+            )
+            continue
         lines.append(
             f"- {where + ': ' if where else ''}{row['target']}: {row['share_wrong_way']:.1%} wrong way, "
             f"{row['share_right_way']:.1%} right way, {row['share_flat']:.1%} flat "

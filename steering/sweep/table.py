@@ -167,6 +167,7 @@ def comparison_table(runs: Sequence[Run], varied: Sequence[str] = ()) -> pd.Data
             row[key] = choice_value(run, key)
         for name in [*metric_columns(), *RUN_METRICS]:
             row[name] = run.data.metrics.get(name, math.nan)
+        row["eval_split"] = run.data.params.get("data.eval_split", "")
         row["oracle"] = run.data.tags.get("oracle", "")
         row["status"] = run.info.status
         row["error"] = run.data.tags.get("sweep_error", "")
@@ -176,6 +177,19 @@ def comparison_table(runs: Sequence[Run], varied: Sequence[str] = ()) -> pd.Data
     if "strength" in table and table["strength"].notna().any():
         table["strength"] = pd.to_numeric(table["strength"], errors="coerce")
     return multiplicity.add_adjusted_columns(table)
+
+
+def scored_on(table: pd.DataFrame) -> str:
+    """``Rows were scored on `val` (n = 182 clips each).``: the split and n of the finished rows."""
+    finished = table[table["status"] == "FINISHED"] if "status" in table else table
+    splits = sorted({str(v) for v in finished.get("eval_split", pd.Series(dtype=object)).dropna() if str(v)})
+    counts = pd.to_numeric(finished.get("n_eval", pd.Series(dtype=float)), errors="coerce").dropna()
+    ns = sorted({int(v) for v in counts})
+    where = f"the `{'`, `'.join(splits)}` split" if splits else "an unrecorded split"
+    if len(ns) == 1:
+        return f"Rows were scored on {where} (n = {ns[0]} clips each)."
+    many = f"n = {ns[0]} to {ns[-1]} clips" if ns else "n not recorded"
+    return f"Rows were scored on {where} ({many})."
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -190,7 +204,8 @@ def describe(table: pd.DataFrame, sweep_id: str, notes: Sequence[str] = (), sect
     shown = shown.drop(columns=["run_id"], errors="ignore")
     lines = [f"# Sweep {sweep_id}", ""]
     n_failed = int((table["status"] != "FINISHED").sum()) if len(table) else 0
-    lines.append(f"{len(table)} configurations, {n_failed} not finished. Δr = r(steered) − r(baseline);")
+    lines.append(f"{len(table)} configurations, {n_failed} not finished. {scored_on(table)}")
+    lines.append("Δr valence and Δr arousal are the two targets, not splits. Δr = r(steered) − r(baseline);")
     lines.append("intervals are paired-bootstrap 95% CIs, p from Williams' t.")
     lines.append("Every row is one run: one strength for both targets.")
     if (table.get("oracle") == "true").any():
@@ -210,6 +225,8 @@ def write_outputs(
     preset: str | None = None,
     varied: Sequence[str] = (),
     fixed: Mapping[str, str] | None = None,
+    shapes: Sequence[object] = (),
+    contrasts: pd.DataFrame | None = None,
 ) -> list[Path]:
     """comparison.csv, comparison.md and a figure in ``out_dir``: strength_response.png when strength
     varies, forest.png otherwise."""
@@ -220,7 +237,7 @@ def write_outputs(
     table.to_csv(out / "comparison.csv", index=False)
     (out / "comparison.md").write_text(describe(table, sweep_id, notes, sections))
     paths = [out / "comparison.csv", out / "comparison.md"]
-    context = figures.FigureContext(sweep_id, preset, list(varied), dict(fixed or {}))
+    context = figures.FigureContext(sweep_id, preset, list(varied), dict(fixed or {}), list(shapes), contrasts)
     figure = figures.strength_figure(table, out / "strength_response.png", context)
     if figure is None:
         figure = figures.forest_figure(table, out / "forest.png", context)

@@ -304,6 +304,11 @@ def summary(cfg: RunConfig, result: RunResult, sweep_dir: str | Path | None = No
             f"p={m[f'dr_{t}_p']:.2g}"
             + (f"   over {int(m['draws'])} draws: sd {m[f'dr_{t}_draws_sd']:.4f}" if f"dr_{t}_draws_sd" in m else "")
         )
+        if all(f"{k}_{t}" in m for k in ("ccc_base", "ccc_steered", "mae_base", "mae_steered")):  # Δr misses offsets
+            lines.append(
+                f"  {'':8s} CCC {m[f'ccc_base_{t}']:.4f} -> {m[f'ccc_steered_{t}']:.4f}   "
+                f"MAE {m[f'mae_base_{t}']:.4f} -> {m[f'mae_steered_{t}']:.4f}"
+            )
     if "category_accuracy" in m and category_mode(cfg.category.name).of_a_category:
         lines.append(f"  {m['category_accuracy']:.1%} of the clips get the signal of their own category")
     lines.append(f"  own feedback moves predictions by {m['feedback_effect']:.4f} on average")

@@ -13,10 +13,14 @@ def store_uri(tracking_uri: str, sweep_dir: str | Path | None = None) -> str:
     return str(parent.get("backend_uri") or parent["tracking_uri"]) if parent else str(tracking_uri)
 
 
+#: MLflow 3 opens an experiment in its GenAI layout unless the URL asks for the "Model training" one.
+VIEW = "workflowType=machine_learning"
+
+
 def run_path(experiment_id: str, run_id: str | None = None) -> str:
-    """The UI's URL path (after the host) of an experiment or a run."""
-    path = f"#/experiments/{experiment_id}"
-    return f"{path}/runs/{run_id}" if run_id else path
+    """The UI's URL path (after the host) of an experiment's runs or of one run, in the "Model training" view."""
+    path = f"#/experiments/{experiment_id}/runs"
+    return f"{path}/{run_id}?{VIEW}" if run_id else f"{path}?{VIEW}"
 
 
 def how_to_open(uri: str, experiment_id: str, run_id: str | None = None) -> str:
