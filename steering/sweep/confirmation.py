@@ -5,7 +5,7 @@ A sweep with confirmation evaluates its jobs on ``data.eval_split`` (``val`` in 
 again, unchanged except ``data.eval_split = confirm.split`` (``test``), as a child of the sweep's
 parent run tagged ``sweep_role=confirmation`` (not a row of the comparison table). The parent gets
 ``confirmation.csv``: the choice (its overrides), its figures on the selection split and on the
-confirmation split (Δr, paired-bootstrap interval, Williams' p).
+confirmation split (Δr, paired-bootstrap interval, the family p of :mod:`steering.stats.family`).
 
 Config (``conf/run.yaml``)::
 

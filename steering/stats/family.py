@@ -1,0 +1,89 @@
+"""The family p: the one p-value of Δr that every table, multiplicity family and confirmation uses.
+
+Williams' t and Zou's interval assume trivariate normality of (ratings, baseline, steered); ratings
+and predictions are bounded and skewed, and under heavy-tailed noise Williams' p rejects a true null
+about twice as often as it should (docs/statistics.md, "Calibration check"). The family p is the
+two-sided paired-bootstrap p, ``min(1, 2 (1 + min(#{d* <= 0}, #{d* >= 0})) / (1 + B))`` over the B
+paired resamples that also give the run's percentile interval: it needs no normality, it agrees
+with the interval (p <= 1 - confidence exactly when the interval excludes 0), and it is the p that
+multi-draw controls and the contrasts already used, so a table's family is one kind of p.
+
+The choice is made here once: :data:`FAMILY_P_METHOD` names the method, :data:`FAMILY_P_COLUMN` the
+column every table reads it from (``dr_<t>_p``), :data:`FAMILY_P_LABEL` how reports name it.
+Williams' p stays a secondary metric, ``dr_<t>_williams_p``. :func:`permutation_dr_p`, the paired
+permutation p that was measured against it (``benchmarks/calibration.py``), is kept for that check.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: How the family p is computed (the calibration benchmark's ``family p`` line measures this one).
+FAMILY_P_METHOD = "bootstrap"
+#: The column (metric) holding each target's family p; ``{t}`` is the target.
+FAMILY_P_COLUMN = "dr_{t}_p"
+#: How reports name the family p.
+FAMILY_P_LABEL = "two-sided paired-bootstrap p"
+#: Williams' p, kept as a secondary metric (single-draw runs only).
+WILLIAMS_P_COLUMN = "dr_{t}_williams_p"
+
+# Permutations x samples evaluated at once (bounds memory for large inputs).
+_CHUNK = 4_000_000
+
+
+def family_p_column(target: str) -> str:
+    """``dr_<target>_p``: where the family p of ``target`` is read from."""
+    return FAMILY_P_COLUMN.format(t=target)
+
+
+def bootstrap_p(diffs: np.ndarray) -> float:
+    """Two-sided bootstrap p of H0: Δr = 0 from paired-bootstrap Δr samples; nan without finite samples.
+
+    The smallest level at which the percentile interval of ``diffs`` would exclude 0, with the
+    (k + 1) / (B + 1) correction, so never below 2 / (B + 1).
+    """
+    diffs = np.asarray(diffs, dtype=np.float64)
+    diffs = diffs[np.isfinite(diffs)]
+    if diffs.size == 0:
+        return math.nan
+    tail = min(int((diffs <= 0).sum()), int((diffs >= 0).sum()))
+    return float(min(1.0, 2 * (tail + 1) / (diffs.size + 1)))
+
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    sd = x.std()
+    return (x - x.mean()) / sd if sd > 0 else x - x.mean()
+
+
+def _rowwise_r(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """r of each row of ``a`` (R, n) with the vector ``y`` (n,)."""
+    a = a - a.mean(axis=1, keepdims=True)
+    yc = y - y.mean()
+    denom = np.sqrt((a * a).sum(axis=1) * (yc @ yc))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (a @ yc) / denom, np.nan)
+
+
+def permutation_dr_p(y: np.ndarray, base: np.ndarray, steered: np.ndarray, permutations: int = 2000, seed: int = 0):
+    """Two-sided paired permutation p of Δr: each clip's (baseline, steered) pair swapped with probability 1/2.
+
+    Both predictions are standardised first (r ignores scale), so the reference distribution is
+    that of Δr when the two predictions are exchangeable clip by clip. ``(1 + #{|Δr*| >= |Δr|}) / (1 + R)``.
+    """
+    y = np.asarray(y, dtype=np.float64).ravel()
+    b = _standardise(np.asarray(base, dtype=np.float64).ravel())
+    s = _standardise(np.asarray(steered, dtype=np.float64).ravel())
+    n = y.size
+    if n < 3 or np.ptp(y) == 0:
+        return math.nan
+    observed = abs(float(_rowwise_r(s[None], y)[0] - _rowwise_r(b[None], y)[0]))
+    rng = np.random.default_rng(seed)
+    extreme = 0
+    step = max(1, _CHUNK // n)
+    for start in range(0, permutations, step):
+        swap = rng.random((min(step, permutations - start), n)) < 0.5
+        dr = _rowwise_r(np.where(swap, b, s), y) - _rowwise_r(np.where(swap, s, b), y)
+        extreme += int((np.abs(dr) >= observed - 1e-12).sum())
+    return float((1 + extreme) / (1 + permutations))
