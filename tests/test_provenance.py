@@ -149,3 +149,19 @@ def test_keys_the_config_gained_leave_earlier_hashes_alone(compose_run):
     assert config_hash(typed, "m", "d") == config_hash(older, "m", "d")
     moved = compose_run("method=bypass", "demo.train.weight_decay=0.1")
     assert config_hash(moved, "m", "d") != config_hash(typed, "m", "d")  # set away from it, a key counts
+
+
+def test_params_describe_the_loaded_checkpoint_not_the_composed_demo_architecture(assets, compose_run, tiny_model):
+    """A reference-format checkpoint without ``model=``: ``model.arch.*`` params come from the file (issue 17)."""
+    cfg = compose_run("method=bypass", "strength=1.0")  # model group: the demo's architecture
+    loaded = tiny_model.config
+    assert list(cfg.model.arch.channels) != list(loaded.channels)  # the case that used to mislead
+    result = evaluate(cfg)
+    run = mlflow.tracking.MlflowClient(f"sqlite:///{assets['tmp']}/mlflow.db").get_run(result.run_id)
+    params = run.data.params
+    assert json.loads(params["model.arch.channels"]) == list(loaded.channels)
+    assert int(params["model.arch.embedding_size"]) == loaded.embedding_size
+    assert int(params["model.arch.head_hidden"]) == loaded.head_hidden
+    assert params["model.arch.connections"] == str([[c.pathway, c.layer] for c in loaded.connections])
+    # what ran is still found by the composed config: config.yaml and the config hash are unchanged
+    assert run.data.tags["config_hash"] == config_hash(cfg, result.tags["checkpoint_hash"], result.tags["data_hash"])
