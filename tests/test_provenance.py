@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -165,3 +166,40 @@ def test_params_describe_the_loaded_checkpoint_not_the_composed_demo_architectur
     assert params["model.arch.connections"] == str([[c.pathway, c.layer] for c in loaded.connections])
     # what ran is still found by the composed config: config.yaml and the config hash are unchanged
     assert run.data.tags["config_hash"] == config_hash(cfg, result.tags["checkpoint_hash"], result.tags["data_hash"])
+
+
+def test_random_draws_barely_move_when_the_activations_move_by_rounding():
+    """``category=random`` draws from a covariance whose eigenvalues are all equal (eigenvectors
+    undefined: ``eigh`` turned a 1e-7 change into draws differing by 146 %): the same seed gives
+    the same draws up to the size of the perturbation (issue 17)."""
+    from scipy.linalg import hadamard
+
+    from steering.engine.categories import GaussianReference
+
+    units = hadamard(32)[:, 1:17].astype(np.float64)  # orthogonal zero-mean columns: covariance = c * I
+    acts = 1.0 + 0.5 * np.vstack([units, units])
+    moved = acts * (1 + 1e-7 * np.random.default_rng(0).standard_normal(acts.shape))
+
+    def draws(a: np.ndarray) -> np.ndarray:
+        reference = GaussianReference.from_activations({"valence": a, "arousal": a})
+        return reference.sample(200, np.random.default_rng(5))["valence"].astype(np.float64)
+
+    before, after = draws(acts), draws(moved)
+    assert np.abs(before).max() > 0.5
+    assert np.abs(after - before).max() < 1e-5 * np.abs(before).max()
+
+
+def test_a_random_control_keeps_every_draw_with_its_run(assets, compose_run):
+    result = evaluate(compose_run("method=bypass", "strength=2", "category=random", "category.draws=2"))
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{assets['tmp']}/mlflow.db")
+    path = client.download_artifacts(result.run_id, "random_draws.npz", str(assets["tmp"] / "draws"))
+    with np.load(path) as saved:
+        assert list(saved["audio_name"]) == list(result.predictions["audio_name"])
+        n = len(result.predictions)
+        for p in ("valence", "arousal"):
+            vectors = saved[p]
+            assert vectors.shape[:2] == (2, n) and (vectors >= 0).all()
+            assert not np.array_equal(vectors[0], vectors[1])  # two draws, not one stored twice
+        assert saved["mask"].shape == (2, n) and saved["mask"].all()
+    fixed = evaluate(compose_run("method=bypass", "strength=2"))
+    assert "random_draws.npz" not in {a.path for a in client.list_artifacts(fixed.run_id)}
