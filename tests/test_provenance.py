@@ -203,3 +203,62 @@ def test_a_random_control_keeps_every_draw_with_its_run(assets, compose_run):
         assert saved["mask"].shape == (2, n) and saved["mask"].all()
     fixed = evaluate(compose_run("method=bypass", "strength=2"))
     assert "random_draws.npz" not in {a.path for a in client.list_artifacts(fixed.run_id)}
+
+
+def _priming_inputs(batch: int = 4):
+    import torch
+
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(batch, 32, 64, generator=g) * 5 - 30
+    signals = {p: torch.rand(batch, 128, generator=g) for p in ("valence", "arousal")}
+    mask = torch.tensor([True, False, True, True][:batch])
+    return x, signals, mask
+
+
+@pytest.mark.parametrize("method", ["bypass", "modulation", "direct"])
+def test_priming_changes_nothing_when_every_connection_is_steered_with_alpha_one(tiny_model, method):
+    """docs/model.md, "Priming": pass 1 then only feeds the sources that α = 1 ignores."""
+    from steering.engine import SteeringSpec, select_connections, steer_direct
+
+    x, signals, mask = _priming_inputs()
+    every = select_connections(tiny_model.connections, "dual", "all")
+    plain_run = steer_direct(tiny_model, x, SteeringSpec(every, method=method, strength=2.0), signals, mask)
+    primed = steer_direct(tiny_model, x, SteeringSpec(every, method=method, strength=2.0, priming=True), signals, mask)
+    for t in ("valence", "arousal"):
+        assert (plain_run[t] - primed[t]).abs().max().item() < 1e-6
+    one = select_connections(tiny_model.connections, "valence", "conv4")
+    partial = steer_direct(tiny_model, x, SteeringSpec(one, method=method, strength=2.0, priming=True), signals, mask)
+    unprimed = steer_direct(tiny_model, x, SteeringSpec(one, method=method, strength=2.0), signals, mask)
+    assert (partial["valence"] - unprimed["valence"]).abs().max().item() > 1e-5  # with unsteered connections it acts
+
+
+def test_priming_with_alpha_below_one_steers_pass_one_with_alpha_times_the_signal(tiny_model):
+    """docs/model.md, "Priming": pass 1 has no activation of its own, so its blend is α·signal + (1 − α)·0."""
+    import dataclasses
+
+    import torch
+
+    from steering.engine import SteeringSpec, select_connections, steer_direct
+    from steering.engine.core import steered_modulations
+
+    x, signals, mask = _priming_inputs()
+    one = select_connections(tiny_model.connections, "valence", "conv4")
+    spec = SteeringSpec(one, method="bypass", strength=2.0, alpha=0.4, priming=True)
+    got = steer_direct(tiny_model, x, spec, signals, mask)
+    # the documented meaning, written out: pass 1 steered by 0.4 * signal (blend with zero), unselected unmodulated
+    strength = torch.full((4,), 2.0)
+    zeros = {p: torch.zeros(4, 128) for p in signals}
+    blank = {c: torch.zeros(1) for c in one}
+    scaled = {p: 0.4 * s for p, s in signals.items()}
+    with torch.inference_mode():
+        pass1 = steered_modulations(
+            tiny_model, dataclasses.replace(spec, alpha=1.0), zeros, blank, scaled, mask, strength
+        )
+        first = tiny_model.feedforward(x, tiny_model.gains_from(pass1))
+        sources = {p: first[f"{p}_128d"] for p in signals}
+        mods = steered_modulations(tiny_model, spec, sources, tiny_model.modulations(first), signals, mask, strength)
+        expected = tiny_model.feedforward(x, tiny_model.gains_from(mods))
+    for t in ("valence", "arousal"):
+        assert (got[t] - expected[t].view(-1)).abs().max().item() < 1e-6
+    full = steer_direct(tiny_model, x, dataclasses.replace(spec, alpha=1.0), signals, mask)
+    assert (got["valence"] - full["valence"]).abs().max().item() > 1e-5  # α does act
