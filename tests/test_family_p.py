@@ -108,3 +108,28 @@ def test_permutation_p_is_small_for_a_real_effect_and_not_for_identical_predicti
     y, base, steered = _data(200, 0.2, seed=6)
     assert permutation_dr_p(y, base, steered, 999, seed=0) < 0.01
     assert permutation_dr_p(y, base, base.copy(), 999, seed=0) == 1.0
+
+
+def test_the_method_is_chosen_in_one_place(monkeypatch):
+    """Setting FAMILY_P_METHOD switches the p of single- and multi-draw runs alike (and nothing else)."""
+    from steering.stats import family
+
+    y, base, steered = _data(120, 0.02, seed=8)
+    ratings, bases = {t: y for t in TARGETS}, {t: base for t in TARGETS}
+    kwargs = {"resamples": 400, "confidence": 0.95, "seed": 3}
+    single = run_metrics(ratings, bases, {t: steered[None] for t in TARGETS}, np.ones((1, 120), bool), **kwargs)
+    draws = np.stack([steered, base + 0.5 * (steered - base)])
+    multi = run_metrics(ratings, bases, {t: draws for t in TARGETS}, np.ones((2, 120), bool), **kwargs)
+    monkeypatch.setattr(family, "FAMILY_P_METHOD", "permutation")
+    single_perm = run_metrics(ratings, bases, {t: steered[None] for t in TARGETS}, np.ones((1, 120), bool), **kwargs)
+    multi_perm = run_metrics(ratings, bases, {t: draws for t in TARGETS}, np.ones((2, 120), bool), **kwargs)
+    assert single_perm["dr_valence_p"] == permutation_dr_p(y, base, steered, 400, 3) != single["dr_valence_p"]
+    assert multi_perm["dr_valence_p"] == permutation_dr_p(y, base, draws, 400, 3) != multi["dr_valence_p"]
+    for key in ("dr_valence", "dr_valence_ci_low", "dr_valence_ci_high", "dr_valence_williams_p"):
+        assert single_perm[key] == single[key]
+
+
+def test_permutation_p_of_identical_draws_is_that_of_one_draw():
+    y, base, steered = _data(90, 0.05, seed=9)
+    one = permutation_dr_p(y, base, steered, 500, seed=4)
+    assert permutation_dr_p(y, base, np.stack([steered, steered]), 500, seed=4) == one

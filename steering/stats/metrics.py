@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from scipy import stats
 
-from steering.stats.family import WILLIAMS_P_COLUMN, bootstrap_p, family_p_column
+from steering.stats.family import WILLIAMS_P_COLUMN, family_p, family_p_column
 
 # Resamples x samples evaluated at once in the bootstrap (bounds memory for large inputs).
 _BOOTSTRAP_CHUNK = 4_000_000
@@ -173,7 +173,7 @@ def target_metrics(
     """All per-target metrics of a steering run, keyed ``r_base_{t}``, ``dr_{t}_p``, ... (t = prefix_target).
 
     One set of paired resamples gives the interval (``dr_{t}_ci_*``) and the family p (``dr_{t}_p``,
-    :func:`steering.stats.family.bootstrap_p`). Williams/Zou (``dr_{t}_williams_p``, ``dr_{t}_zou_*``)
+    :func:`steering.stats.family.family_p`). Williams/Zou (``dr_{t}_williams_p``, ``dr_{t}_zou_*``)
     use j = ratings, k = steered, h = base. When the steered predictions equal the baseline exactly,
     dr is 0, every p is 1 and every interval is [0, 0].
     """
@@ -192,7 +192,7 @@ def target_metrics(
         r_kh = pearson(steered, base)
         _, p_williams = williams_t(r_steered, r_base, r_kh, n)
         diffs = bootstrap_dr_samples(y, base, steered, resamples, seed)
-        ci, p = percentile_interval(diffs, confidence), bootstrap_p(diffs)
+        ci, p = percentile_interval(diffs, confidence), family_p(y, base, steered, diffs, resamples, seed)
         zou = zou_ci(r_steered, r_base, r_kh, n, confidence)
     return {
         f"r_base_{t}": r_base,

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from steering.engine.core import TARGETS
-from steering.stats.family import bootstrap_p, family_p_column
+from steering.stats.family import family_p, family_p_column
 from steering.stats.metrics import bootstrap_dr_samples, pearson, percentile_interval, target_metrics
 
 #: Per-draw statistics averaged over draws (the Δr itself is handled separately).
@@ -77,7 +77,8 @@ def run_metrics(
             # The same seed gives every draw the same resampled clips: a paired bootstrap of the mean.
             boot = np.mean([bootstrap_dr_samples(y, b, s, resamples, seed) for s in steered[t]], axis=0)
             low, high = percentile_interval(boot, confidence)
-            metrics.update({f"dr_{t}_ci_low": low, f"dr_{t}_ci_high": high, family_p_column(t): bootstrap_p(boot)})
+            p = family_p(y, b, steered[t], boot, resamples, seed)
+            metrics.update({f"dr_{t}_ci_low": low, f"dr_{t}_ci_high": high, family_p_column(t): p})
         extras = [_extra_metrics(t, y, b, s, m) for s, m in zip(steered[t], masks)]
         for name in extras[0]:
             metrics[name] = float(np.mean([e[name] for e in extras if name in e]))
