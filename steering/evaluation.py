@@ -27,7 +27,14 @@ from tqdm import tqdm
 from steering.data import FeatureFile, indices_hash
 from steering.data.binning import Binning
 from steering.engine import SteeringSpec, steer_direct
-from steering.engine.categories import Assignment, GaussianReference, assign_draws, category_mode
+from steering.engine.categories import (
+    DRAWS_FILE,
+    Assignment,
+    GaussianReference,
+    assign_draws,
+    category_mode,
+    draw_vectors,
+)
 from steering.engine.chunked import plan_chunks, shared_bytes_per_clip, shared_chunk, steer_chunk
 from steering.engine.core import SharedPass
 from steering.engine.reuse import SweepReuse, family_key, reuse_key
@@ -97,6 +104,7 @@ class RunResult:
     run_id: str = ""
     experiment_id: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # file name -> arrays (random draws)
 
 
 def cache_dir(cfg: RunConfig) -> Path | None:
@@ -440,4 +448,7 @@ def run_result(
     if multi:
         draw_columns = {f"steered_{t}_draw{k}": steered[t][k] for k in range(len(assignments)) for t in TARGETS}
         predictions = pd.concat([predictions, pd.DataFrame(draw_columns)], axis=1)
-    return RunResult(metrics, predictions, _draw_mean_per_category(predictions, steered, masks))
+    result = RunResult(metrics, predictions, _draw_mean_per_category(predictions, steered, masks))
+    if "reference" in category_mode(plan.category).needs:  # drawn vectors: kept with the run
+        result.arrays[DRAWS_FILE] = {"audio_name": predictions["audio_name"].to_numpy(str), **draw_vectors(assignments)}
+    return result

@@ -27,6 +27,7 @@ KEYS = [
     "dr_{t}_ci_low",
     "dr_{t}_ci_high",
     "dr_{t}_p",
+    "dr_{t}_williams_p",
     "dr_{t}_zou_low",
     "dr_{t}_zou_high",
     "ccc_base_{t}",
@@ -122,7 +123,9 @@ def test_target_metrics_keys_and_values():
     assert list(m) == [k.format(t="valence") for k in KEYS]
     assert m["dr_valence"] == pytest.approx(m["r_steered_valence"] - m["r_base_valence"])
     r_kh = pearson(steered, base)
-    assert m["dr_valence_p"] == pytest.approx(williams_t(m["r_steered_valence"], m["r_base_valence"], r_kh, 400)[1])
+    assert m["dr_valence_williams_p"] == pytest.approx(
+        williams_t(m["r_steered_valence"], m["r_base_valence"], r_kh, 400)[1]
+    )
     assert m["shift_valence"] == pytest.approx(np.mean(steered - base))
     assert m["dr_valence_zou_low"] < m["dr_valence"] < m["dr_valence_zou_high"]
 
@@ -130,7 +133,7 @@ def test_target_metrics_keys_and_values():
 def test_target_metrics_degenerate_cases():
     y, base, _ = _data()
     same = target_metrics(y, base, base.copy(), prefix_target="arousal", resamples=100, confidence=0.95, seed=0)
-    assert same["dr_arousal"] == 0 and same["dr_arousal_p"] == 1
+    assert same["dr_arousal"] == 0 and same["dr_arousal_p"] == 1 and same["dr_arousal_williams_p"] == 1
     for key in ("dr_arousal_ci_low", "dr_arousal_ci_high", "dr_arousal_zou_low", "dr_arousal_zou_high"):
         assert same[key] == 0
     const = target_metrics(y, base, np.zeros_like(y), prefix_target="arousal", resamples=100, confidence=0.95, seed=0)

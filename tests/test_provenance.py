@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -149,3 +150,115 @@ def test_keys_the_config_gained_leave_earlier_hashes_alone(compose_run):
     assert config_hash(typed, "m", "d") == config_hash(older, "m", "d")
     moved = compose_run("method=bypass", "demo.train.weight_decay=0.1")
     assert config_hash(moved, "m", "d") != config_hash(typed, "m", "d")  # set away from it, a key counts
+
+
+def test_params_describe_the_loaded_checkpoint_not_the_composed_demo_architecture(assets, compose_run, tiny_model):
+    """A reference-format checkpoint without ``model=``: ``model.arch.*`` params come from the file (issue 17)."""
+    cfg = compose_run("method=bypass", "strength=1.0")  # model group: the demo's architecture
+    loaded = tiny_model.config
+    assert list(cfg.model.arch.channels) != list(loaded.channels)  # the case that used to mislead
+    result = evaluate(cfg)
+    run = mlflow.tracking.MlflowClient(f"sqlite:///{assets['tmp']}/mlflow.db").get_run(result.run_id)
+    params = run.data.params
+    assert json.loads(params["model.arch.channels"]) == list(loaded.channels)
+    assert int(params["model.arch.embedding_size"]) == loaded.embedding_size
+    assert int(params["model.arch.head_hidden"]) == loaded.head_hidden
+    assert params["model.arch.connections"] == str([[c.pathway, c.layer] for c in loaded.connections])
+    # what ran is still found by the composed config: config.yaml and the config hash are unchanged
+    assert run.data.tags["config_hash"] == config_hash(cfg, result.tags["checkpoint_hash"], result.tags["data_hash"])
+
+
+def test_random_draws_barely_move_when_the_activations_move_by_rounding():
+    """``category=random`` draws from a covariance whose eigenvalues are all equal (eigenvectors
+    undefined: ``eigh`` turned a 1e-7 change into draws differing by 146 %): the same seed gives
+    the same draws up to the size of the perturbation (issue 17)."""
+    from scipy.linalg import hadamard
+
+    from steering.engine.categories import GaussianReference
+
+    units = hadamard(32)[:, 1:17].astype(np.float64)  # orthogonal zero-mean columns: covariance = c * I
+    acts = 1.0 + 0.5 * np.vstack([units, units])
+    moved = acts * (1 + 1e-7 * np.random.default_rng(0).standard_normal(acts.shape))
+
+    def draws(a: np.ndarray) -> np.ndarray:
+        reference = GaussianReference.from_activations({"valence": a, "arousal": a})
+        return reference.sample(200, np.random.default_rng(5))["valence"].astype(np.float64)
+
+    before, after = draws(acts), draws(moved)
+    assert np.abs(before).max() > 0.5
+    assert np.abs(after - before).max() < 1e-5 * np.abs(before).max()
+
+
+def test_a_random_control_keeps_every_draw_with_its_run(assets, compose_run):
+    result = evaluate(compose_run("method=bypass", "strength=2", "category=random", "category.draws=2"))
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{assets['tmp']}/mlflow.db")
+    path = client.download_artifacts(result.run_id, "random_draws.npz", str(assets["tmp"] / "draws"))
+    with np.load(path) as saved:
+        assert list(saved["audio_name"]) == list(result.predictions["audio_name"])
+        n = len(result.predictions)
+        for p in ("valence", "arousal"):
+            vectors = saved[p]
+            assert vectors.shape[:2] == (2, n) and (vectors >= 0).all()
+            assert not np.array_equal(vectors[0], vectors[1])  # two draws, not one stored twice
+        assert saved["mask"].shape == (2, n) and saved["mask"].all()
+    fixed = evaluate(compose_run("method=bypass", "strength=2"))
+    assert "random_draws.npz" not in {a.path for a in client.list_artifacts(fixed.run_id)}
+
+
+def _priming_inputs(batch: int = 4):
+    import torch
+
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(batch, 32, 64, generator=g) * 5 - 30
+    signals = {p: torch.rand(batch, 128, generator=g) for p in ("valence", "arousal")}
+    mask = torch.tensor([True, False, True, True][:batch])
+    return x, signals, mask
+
+
+@pytest.mark.parametrize("method", ["bypass", "modulation", "direct"])
+def test_priming_changes_nothing_when_every_connection_is_steered_with_alpha_one(tiny_model, method):
+    """docs/model.md, "Priming": pass 1 then only feeds the sources that α = 1 ignores."""
+    from steering.engine import SteeringSpec, select_connections, steer_direct
+
+    x, signals, mask = _priming_inputs()
+    every = select_connections(tiny_model.connections, "dual", "all")
+    plain_run = steer_direct(tiny_model, x, SteeringSpec(every, method=method, strength=2.0), signals, mask)
+    primed = steer_direct(tiny_model, x, SteeringSpec(every, method=method, strength=2.0, priming=True), signals, mask)
+    for t in ("valence", "arousal"):
+        assert (plain_run[t] - primed[t]).abs().max().item() < 1e-6
+    one = select_connections(tiny_model.connections, "valence", "conv4")
+    partial = steer_direct(tiny_model, x, SteeringSpec(one, method=method, strength=2.0, priming=True), signals, mask)
+    unprimed = steer_direct(tiny_model, x, SteeringSpec(one, method=method, strength=2.0), signals, mask)
+    assert (partial["valence"] - unprimed["valence"]).abs().max().item() > 1e-5  # with unsteered connections it acts
+
+
+def test_priming_with_alpha_below_one_steers_pass_one_with_alpha_times_the_signal(tiny_model):
+    """docs/model.md, "Priming": pass 1 has no activation of its own, so its blend is α·signal + (1 − α)·0."""
+    import dataclasses
+
+    import torch
+
+    from steering.engine import SteeringSpec, select_connections, steer_direct
+    from steering.engine.core import steered_modulations
+
+    x, signals, mask = _priming_inputs()
+    one = select_connections(tiny_model.connections, "valence", "conv4")
+    spec = SteeringSpec(one, method="bypass", strength=2.0, alpha=0.4, priming=True)
+    got = steer_direct(tiny_model, x, spec, signals, mask)
+    # the documented meaning, written out: pass 1 steered by 0.4 * signal (blend with zero), unselected unmodulated
+    strength = torch.full((4,), 2.0)
+    zeros = {p: torch.zeros(4, 128) for p in signals}
+    blank = {c: torch.zeros(1) for c in one}
+    scaled = {p: 0.4 * s for p, s in signals.items()}
+    with torch.inference_mode():
+        pass1 = steered_modulations(
+            tiny_model, dataclasses.replace(spec, alpha=1.0), zeros, blank, scaled, mask, strength
+        )
+        first = tiny_model.feedforward(x, tiny_model.gains_from(pass1))
+        sources = {p: first[f"{p}_128d"] for p in signals}
+        mods = steered_modulations(tiny_model, spec, sources, tiny_model.modulations(first), signals, mask, strength)
+        expected = tiny_model.feedforward(x, tiny_model.gains_from(mods))
+    for t in ("valence", "arousal"):
+        assert (got[t] - expected[t].view(-1)).abs().max().item() < 1e-6
+    full = steer_direct(tiny_model, x, dataclasses.replace(spec, alpha=1.0), signals, mask)
+    assert (got["valence"] - full["valence"]).abs().max().item() > 1e-5  # α does act

@@ -65,7 +65,9 @@ def test_run_logs_params_metrics_artifacts_and_tags(assets, compose_run):
     r_s = np.corrcoef(pred.steered_valence, pred.valence)[0, 1]
     r_bs = np.corrcoef(pred.base_valence, pred.steered_valence)[0, 1]
     assert run.data.metrics["dr_valence"] == pytest.approx(r_s - r_b, abs=1e-5)
-    assert run.data.metrics["dr_valence_p"] == pytest.approx(williams_t(r_s, r_b, r_bs, len(pred))[1], abs=1e-4)
+    assert run.data.metrics["dr_valence_williams_p"] == pytest.approx(
+        williams_t(r_s, r_b, r_bs, len(pred))[1], abs=1e-4
+    )
 
 
 def test_predictions_match_the_model_and_evaluated_split(assets, compose_run):

@@ -31,6 +31,8 @@ from steering.vocab import PATHWAYS
 #: ``category.target`` name, each sample's category from the model's own prediction.
 NEEDS = frozenset({"reference", "grand_mean", "target", "predicted"})
 ROLES = ("condition", "control")
+#: The file, beside predictions.csv, that keeps every draw of a mode drawing from the reference Gaussian.
+DRAWS_FILE = "random_draws.npz"
 
 
 @dataclass
@@ -58,16 +60,43 @@ class Assignment:
         return float(np.mean(own & self.mask))
 
 
+#: Added to the diagonal of the active units' covariance before its Cholesky factor, relative to their
+#: mean variance: makes a rank-deficient covariance (fewer reference samples than units, collinear
+#: units) positive definite while changing the draws' variances by one part in a million.
+COV_JITTER = 1e-6
+
+
+def stable_factor(cov: np.ndarray, jitter: float = COV_JITTER) -> np.ndarray:
+    """A factor L with L @ L.T ~= cov that moves little when cov moves little.
+
+    Lower Cholesky factor of the active units' covariance plus ``jitter`` x their mean variance on
+    the diagonal; units with zero variance (silent in every reference sample) get zero rows, so
+    their draws stay exactly at the mean. Unlike eigenvectors (``eigh``), which rotate or swap
+    freely when eigenvalues are close, the Cholesky factor depends continuously on the matrix in a
+    fixed unit order, so the same seed gives the same draws from activations equal up to rounding.
+    """
+    cov = np.asarray(cov, dtype=np.float64)
+    active = np.flatnonzero(np.diag(cov) > 0)
+    factor = np.zeros_like(cov)
+    if active.size:
+        sub = cov[np.ix_(active, active)]
+        sub = sub + jitter * float(np.mean(np.diag(sub))) * np.eye(active.size)
+        factor[np.ix_(active, active)] = np.linalg.cholesky(sub)
+    return factor
+
+
 @dataclass(frozen=True)
 class GaussianReference:
     """N(mean, cov) of reference pass-1 activations per pathway, factored once for many draws.
 
     Draws are clipped at 0: real 128-d activations are ReLU outputs (>= 0). Clipping keeps exact
     zeros where units are silent and raises the mean of dimensions near 0 (a rectified Gaussian).
+    The factor is :func:`stable_factor` (Cholesky), so draws are reproducible from the seed even
+    when the activations are recomputed with different rounding.
     """
 
     mean: dict[str, np.ndarray]  # pathway -> (D,)
-    factor: dict[str, np.ndarray]  # pathway -> (D, D) with factor @ factor.T = cov
+    factor: dict[str, np.ndarray]  # pathway -> (D, D) with factor @ factor.T = cov (+ jitter)
 
     @classmethod
     def from_activations(cls, activations: Mapping[str, np.ndarray]) -> GaussianReference:
@@ -76,9 +105,8 @@ class GaussianReference:
             acts = np.asarray(activations[p], dtype=np.float64)
             if len(acts) < 2:
                 raise ValueError("the random control needs the activations of at least two reference samples")
-            values, vectors = np.linalg.eigh(np.cov(acts, rowvar=False))
             mean[p] = acts.mean(axis=0)
-            factor[p] = vectors * np.sqrt(np.clip(values, 0.0, None))
+            factor[p] = stable_factor(np.cov(acts, rowvar=False))
         return cls(mean, factor)
 
     def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -305,6 +333,14 @@ class Mean(CategoryMode):
 
 
 # --------------------------------------------------------------------------- entry points
+def draw_vectors(assignments: list[Assignment]) -> dict[str, np.ndarray]:
+    """Every draw's signal vectors as arrays for a file (``<pathway>``: (draws, N, D) float32; ``mask``:
+    (draws, N)), so a random control's draws are kept with its run, not only the seed that made them."""
+    arrays = {p: np.stack([a.vectors[p] for a in assignments]).astype(np.float32) for p in PATHWAYS}
+    arrays["mask"] = np.stack([a.mask for a in assignments])
+    return arrays
+
+
 def assign_signals(mode: str, *, seed: int | np.random.SeedSequence = 0, **inputs) -> Assignment:
     """Choose each sample's signal (one draw); ``inputs`` are the fields of :class:`CategoryInputs`."""
     chosen = category_mode(mode)

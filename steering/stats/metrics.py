@@ -1,8 +1,9 @@
 """Agreement statistics and tests for the change in correlation that steering causes.
 
 Steering changes predictions but not ratings, so r(base, y) and r(steered, y) are two dependent
-correlations sharing the ratings: Williams' t (Steiger 1980, eq. 3) tests their difference, Zou's
-(2007) interval and a paired bootstrap over samples bound it.
+correlations sharing the ratings. A paired bootstrap over samples bounds their difference and gives
+its p (the family p, :mod:`steering.stats.family`); Williams' t (Steiger 1980, eq. 3) and Zou's
+(2007) interval, which assume normality, are kept as secondary figures.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import warnings
 
 import numpy as np
 from scipy import stats
+
+from steering.stats.family import WILLIAMS_P_COLUMN, family_p, family_p_column
 
 # Resamples x samples evaluated at once in the bootstrap (bounds memory for large inputs).
 _BOOTSTRAP_CHUNK = 4_000_000
@@ -144,7 +147,11 @@ def paired_bootstrap_dr(
     Resamples where a correlation is undefined (a constant resample) are left out; nan when none
     remain.
     """
-    diffs = bootstrap_dr_samples(y, base, steered, resamples, seed)
+    return percentile_interval(bootstrap_dr_samples(y, base, steered, resamples, seed), confidence)
+
+
+def percentile_interval(diffs: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap samples, non-finite ones left out; nan when none remain."""
     diffs = diffs[np.isfinite(diffs)]
     if diffs.size == 0:
         return math.nan, math.nan
@@ -165,8 +172,10 @@ def target_metrics(
 ) -> dict[str, float]:
     """All per-target metrics of a steering run, keyed ``r_base_{t}``, ``dr_{t}_p``, ... (t = prefix_target).
 
-    Williams/Zou use j = ratings, k = steered, h = base. When the steered predictions equal the
-    baseline exactly, dr is 0, p is 1 and every interval is [0, 0].
+    One set of paired resamples gives the interval (``dr_{t}_ci_*``) and the family p (``dr_{t}_p``,
+    :func:`steering.stats.family.family_p`). Williams/Zou (``dr_{t}_williams_p``, ``dr_{t}_zou_*``)
+    use j = ratings, k = steered, h = base. When the steered predictions equal the baseline exactly,
+    dr is 0, every p is 1 and every interval is [0, 0].
     """
     t = prefix_target
     y, base = _pair(y, base)
@@ -176,12 +185,14 @@ def target_metrics(
     identical = np.array_equal(base, steered)
     if identical:
         dr, p = (0.0, 1.0) if math.isfinite(r_base) else (math.nan, math.nan)
+        p_williams = p
         ci = zou = (dr, dr)
     else:
         dr = r_steered - r_base
         r_kh = pearson(steered, base)
-        _, p = williams_t(r_steered, r_base, r_kh, n)
-        ci = paired_bootstrap_dr(y, base, steered, resamples, confidence, seed)
+        _, p_williams = williams_t(r_steered, r_base, r_kh, n)
+        diffs = bootstrap_dr_samples(y, base, steered, resamples, seed)
+        ci, p = percentile_interval(diffs, confidence), family_p(y, base, steered, diffs, resamples, seed)
         zou = zou_ci(r_steered, r_base, r_kh, n, confidence)
     return {
         f"r_base_{t}": r_base,
@@ -189,7 +200,8 @@ def target_metrics(
         f"dr_{t}": dr,
         f"dr_{t}_ci_low": ci[0],
         f"dr_{t}_ci_high": ci[1],
-        f"dr_{t}_p": p,
+        family_p_column(t): p,
+        WILLIAMS_P_COLUMN.format(t=t): p_williams,
         f"dr_{t}_zou_low": zou[0],
         f"dr_{t}_zou_high": zou[1],
         f"ccc_base_{t}": ccc(base, y),

@@ -1,7 +1,8 @@
 """Multiplicity over a comparison table: Holm-adjusted p-values and Benjamini-Hochberg q-values.
 
-The family is every FINISHED row of the table times both targets (one Williams p per cell), so a
-table of 10 runs is a family of 20 tests. Holm (1979) controls the family-wise error rate (the
+The family is every FINISHED row of the table times both targets (one family p per cell, the column
+:func:`steering.stats.family.family_p_column`: the paired-bootstrap p of Δr), so a table of 10 runs
+is a family of 20 tests. Holm (1979) controls the family-wise error rate (the
 chance of any false rejection); Benjamini-Hochberg (1995) controls the false discovery rate (the
 expected share of false rejections among the rejections). Rows that did not finish, or whose p is
 undefined, are outside the family and get NaN.
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from steering.stats.family import FAMILY_P_LABEL, family_p_column
 from steering.vocab import TARGETS
 
 ALPHA = 0.05
@@ -45,17 +47,17 @@ def family_mask(table: pd.DataFrame) -> pd.DataFrame:
     """Boolean frame (rows x targets): which cells belong to the family (finished row, finite p)."""
     finished = table["status"] == "FINISHED" if "status" in table else pd.Series(True, index=table.index)
     return pd.DataFrame(
-        {t: finished & np.isfinite(pd.to_numeric(table[f"dr_{t}_p"], errors="coerce")) for t in TARGETS},
+        {t: finished & np.isfinite(pd.to_numeric(table[family_p_column(t)], errors="coerce")) for t in TARGETS},
         index=table.index,
     )
 
 
 def add_adjusted_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """``dr_{t}_p_holm`` and ``dr_{t}_q`` over the table's family, each placed right after ``dr_{t}_p``."""
+    """``dr_{t}_p_holm`` and ``dr_{t}_q`` over the table's family, each placed right after the family p."""
     table = table.copy()
     mask = family_mask(table)
     cells = [(i, t) for t in TARGETS for i in table.index[mask[t]]]
-    p = np.array([float(table.at[i, f"dr_{t}_p"]) for i, t in cells])
+    p = np.array([float(table.at[i, family_p_column(t)]) for i, t in cells])
     holm_p, bh_q = holm(p), benjamini_hochberg(p)
     for t in TARGETS:
         table[f"dr_{t}_p_holm"] = np.nan
@@ -65,8 +67,8 @@ def add_adjusted_columns(table: pd.DataFrame) -> pd.DataFrame:
         table.at[i, f"dr_{t}_q"] = q
     columns = [c for c in table.columns if c not in ADJUSTED_COLUMNS]
     for t in TARGETS:
-        if f"dr_{t}_p" in columns:
-            at = columns.index(f"dr_{t}_p") + 1
+        if family_p_column(t) in columns:
+            at = columns.index(family_p_column(t)) + 1
             columns[at:at] = [f"dr_{t}_p_holm", f"dr_{t}_q"]
     return table[columns]
 
@@ -88,7 +90,7 @@ def describe_family(table: pd.DataFrame, alpha: float = ALPHA) -> list[str]:
     lines = [
         "## Multiplicity",
         "",
-        f"Family: {n_tests} tests (Williams' p of Δr for {n_rows} finished rows × {len(TARGETS)} targets). "
+        f"Family: {n_tests} tests ({FAMILY_P_LABEL} of Δr for {n_rows} finished rows × {len(TARGETS)} targets). "
         f"`dr_<target>_p_holm`: Holm-adjusted p (family-wise error rate); `dr_<target>_q`: "
         f"Benjamini-Hochberg q (false discovery rate).",
         "",

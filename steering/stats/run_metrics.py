@@ -7,8 +7,9 @@ Single-draw modes log exactly :func:`steering.stats.metrics.target_metrics`. Mul
 a paired bootstrap over clips in which every resample scores all draws on the same clips (the
 draws are held fixed: the question is whether the control, as drawn, changes r), the percentile
 interval, and the two-sided bootstrap p that inverts it, ``2 min(P*(d <= 0), P*(d >= 0))`` with
-the (k + 1) / (R + 1) correction. Williams' t and Zou's interval concern one pair of correlations,
-so they are not reported for multi-draw runs.
+the (k + 1) / (R + 1) correction: the family p (:mod:`steering.stats.family`), as for a single draw.
+Williams' t and Zou's interval concern one pair of correlations, so they are not reported for
+multi-draw runs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import math
 import numpy as np
 
 from steering.engine.core import TARGETS
-from steering.stats.metrics import bootstrap_dr_samples, pearson, target_metrics
+from steering.stats.family import family_p, family_p_column
+from steering.stats.metrics import bootstrap_dr_samples, pearson, percentile_interval, target_metrics
 
 #: Per-draw statistics averaged over draws (the Δr itself is handled separately).
 _AVERAGED = ("r_steered", "ccc_steered", "mae_steered", "shift")
@@ -35,14 +37,6 @@ def _extra_metrics(t: str, y: np.ndarray, base: np.ndarray, steered: np.ndarray,
         if math.isfinite(dr):
             out[f"dr_{t}_steered_only"] = dr
     return out
-
-
-def _bootstrap_p(diffs: np.ndarray) -> float:
-    diffs = diffs[np.isfinite(diffs)]
-    if diffs.size == 0:
-        return math.nan
-    tail = min(int((diffs <= 0).sum()), int((diffs >= 0).sum()))
-    return float(min(1.0, 2 * (tail + 1) / (diffs.size + 1)))
 
 
 def run_metrics(
@@ -78,16 +72,13 @@ def run_metrics(
         metrics[f"dr_{t}_draws_min"] = float(dr.min())
         metrics[f"dr_{t}_draws_max"] = float(dr.max())
         if all(np.array_equal(s, b) for s in steered[t]):
-            metrics.update({f"dr_{t}_ci_low": 0.0, f"dr_{t}_ci_high": 0.0, f"dr_{t}_p": 1.0})
+            metrics.update({f"dr_{t}_ci_low": 0.0, f"dr_{t}_ci_high": 0.0, family_p_column(t): 1.0})
         else:
             # The same seed gives every draw the same resampled clips: a paired bootstrap of the mean.
             boot = np.mean([bootstrap_dr_samples(y, b, s, resamples, seed) for s in steered[t]], axis=0)
-            finite = boot[np.isfinite(boot)]
-            alpha = (1 - confidence) / 2
-            low, high = np.quantile(finite, [alpha, 1 - alpha]) if finite.size else (math.nan, math.nan)
-            metrics.update(
-                {f"dr_{t}_ci_low": float(low), f"dr_{t}_ci_high": float(high), f"dr_{t}_p": _bootstrap_p(boot)}
-            )
+            low, high = percentile_interval(boot, confidence)
+            p = family_p(y, b, steered[t], boot, resamples, seed)
+            metrics.update({f"dr_{t}_ci_low": low, f"dr_{t}_ci_high": high, family_p_column(t): p})
         extras = [_extra_metrics(t, y, b, s, m) for s, m in zip(steered[t], masks)]
         for name in extras[0]:
             metrics[name] = float(np.mean([e[name] for e in extras if name in e]))

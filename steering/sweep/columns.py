@@ -15,13 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from steering.stats.family import FAMILY_P_COLUMN, WILLIAMS_P_COLUMN
 from steering.stats.multiplicity import ADJUSTED_COLUMNS
 from steering.vocab import TARGETS
 
 #: Choices shown as columns whenever they differ between the rows (besides the swept keys).
 CORE_CHOICES = ("binning", "pathway", "layer", "method", "category", "strength")
 #: Per-target metrics read from each run, in table order, once per target.
-PER_TARGET_METRICS = ("r_base_{t}", "r_steered_{t}", "dr_{t}", "dr_{t}_ci_low", "dr_{t}_ci_high", "dr_{t}_p")
+PER_TARGET_METRICS = ("r_base_{t}", "r_steered_{t}", "dr_{t}", "dr_{t}_ci_low", "dr_{t}_ci_high")
+PER_TARGET_METRICS += (FAMILY_P_COLUMN, WILLIAMS_P_COLUMN)  # the family p, then Williams' p (secondary)
 #: Metrics of the run as a whole, after the per-target ones (``n_eval``: the clips the row was scored on).
 RUN_METRICS = ("coverage", "n_eval")
 #: Columns before the choices and after the metrics: neither choices nor metrics.

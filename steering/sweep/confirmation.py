@@ -7,7 +7,7 @@ strength, then earliest job; steering.sweep.ties) is run again, unchanged except
 ``data.eval_split = confirm.split`` (``test``), as a child of the sweep's parent run tagged
 ``sweep_role=confirmation`` (not a row of the comparison table). The parent gets ``confirmation.csv``:
 the choice (its overrides), how many rows were tied with it, its figures and n on the selection
-split and on the confirmation split (Δr, paired-bootstrap interval, Williams' p).
+split and on the confirmation split (Δr, paired-bootstrap interval, the family p of :mod:`steering.stats.family`).
 
 Config (``conf/run.yaml``)::
 

@@ -19,6 +19,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from steering.stats import multiplicity
+from steering.stats.family import FAMILY_P_LABEL
 from steering.sweep import formats
 from steering.sweep.columns import CORE_CHOICES, RUN_METRICS, choice_columns, metric_columns, table_columns
 from steering.sweep.overrides import override_values
@@ -206,7 +207,7 @@ def describe(table: pd.DataFrame, sweep_id: str, notes: Sequence[str] = (), sect
     n_failed = int((table["status"] != "FINISHED").sum()) if len(table) else 0
     lines.append(f"{len(table)} configurations, {n_failed} not finished. {scored_on(table)}")
     lines.append("Δr valence and Δr arousal are the two targets, not splits. Δr = r(steered) − r(baseline);")
-    lines.append("intervals are paired-bootstrap 95% CIs, p from Williams' t.")
+    lines.append(f"intervals are paired-bootstrap 95% CIs, p the {FAMILY_P_LABEL} (Williams' p secondary).")
     lines.append("Every row is one run: one strength for both targets.")
     if (table.get("oracle") == "true").any():
         lines.append("Rows with oracle = true chose signals from the evaluated samples' own ratings.")

@@ -36,6 +36,7 @@ from steering.signals.io import other_checkpoint
 from steering.tracking import recorder
 from steering.tracking.dataset_input import log_feature_input
 from steering.tracking.links import how_to_open, store_uri
+from steering.tracking.loaded_model import described_config
 from steering.tracking.preflight import check_tracking
 from steering.tracking.results import sync_pending
 from steering.tracking.resume import fail_dead_runs
@@ -190,7 +191,8 @@ def evaluate(
         if previous is not None:
             return previous
     text = config_yaml(cfg)  # rendered once: the run's artifact and the results folder's file
-    with FeatureFile(inputs.features) as ff, job_run(cfg, name, tags, sweep_dir, text) as run:
+    described = described_config(cfg, inputs.model.config)  # params: the loaded model's architecture
+    with FeatureFile(inputs.features) as ff, job_run(described, name, tags, sweep_dir, text) as run:
         signals = _load_or_extract_signals(cfg, inputs, ff)
         eval_idx = split_indices(len(ff), cfg.data.eval_split, cfg.data.split, cfg.data.train_fraction)
         log_feature_input(inputs.features, inputs.data_hash, "eval", split=cfg.data.eval_split, n_eval=len(eval_idx))

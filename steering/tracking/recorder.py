@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from steering.assets.validation import check_finite_results, prediction_columns
@@ -21,6 +22,7 @@ from steering.evaluation import RunResult, cache_dir
 from steering.signals import SignalSet, save_signals
 from steering.tracking.results import artifact_files, logging_failed, mark_logged, record_pending, write_results
 from steering.tracking.runs import config_yaml, existing_experiment, find_finished
+from steering.util.files import atomic_path
 
 if TYPE_CHECKING:
     from steering.config.schema import RunConfig
@@ -56,6 +58,9 @@ def record(
             _run_info(run, str(cfg.tracking.experiment), uri, digest),
             {signals_file.name: signals_file.read_text()},
         )
+        for name, arrays in result.arrays.items():  # e.g. the random control's draws
+            with atomic_path(directory / name) as tmp, open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
         check_finite_results(result.metrics, result.predictions, prediction_columns(result.predictions))
         try:
             mlflow.log_metrics(dict(result.metrics))

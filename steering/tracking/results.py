@@ -71,7 +71,10 @@ def mark_logged(directory: str | Path, run_id: str) -> None:
 def artifact_files(directory: str | Path) -> list[Path]:
     """The files of a result directory that go to MLflow as artifacts (tables and signals)."""
     directory = Path(directory)
-    return [directory / t for t in TABLES if (directory / t).is_file()] + sorted(directory.glob("signals_*.json"))
+    arrays = sorted(directory.glob("*.npz"))  # e.g. the random control's draws
+    return (
+        [directory / t for t in TABLES if (directory / t).is_file()] + sorted(directory.glob("signals_*.json")) + arrays
+    )
 
 
 def log_to_run(client, run_id: str, directory: str | Path) -> None:
