@@ -150,6 +150,15 @@ def finish_interrupted(client: MlflowClient, info: dict[str, Any], sweep_dir: Pa
     analyses (``python -m steering.report sweep=<id>`` builds the full report from the store)."""
     end_running_children(client, info["experiment_id"], info["run_id"])
     client.set_terminated(info["run_id"], "KILLED")
+    try:
+        return _interrupted_table(client, info, sweep_dir)
+    except Exception as exc:  # the runs are closed; a table that cannot be written is one line, not a traceback
+        log.warning("sweep %s interrupted; its table could not be written: %s", info["sweep_id"], exc)
+        return sweep_dir / "comparison.csv"
+
+
+def _interrupted_table(client: MlflowClient, info: dict[str, Any], sweep_dir: Path) -> Path:
+    """comparison.csv/.md of the jobs that finished, the note on those that never ran, the parent's summary."""
     runs = tbl.find_sweep(client, info["sweep_id"], [info["experiment_id"]])
     table = tbl.comparison_table(runs.children, info["varied"])
     csv, markdown = sweep_dir / "comparison.csv", sweep_dir / "comparison.md"
