@@ -1,10 +1,10 @@
 """Jobs that run in worker processes (joblib, Submitit): they end with the sweep, and the sweep tells
 how far they got.
 
-- :func:`die_with_sweep`, at each job's start in a worker: a joblib (loky) worker is a child of the
-  sweep's process, and would otherwise finish its job (and idle for minutes) after that process was
-  killed with SIGKILL, which no clean-up can catch. Linux's parent-death signal ends it with its
-  parent; elsewhere a watchdog thread notices the parent is gone.
+- :func:`die_with_sweep`, at each job's start in a worker: a joblib (loky) worker (or a
+  ``submitit_local`` job) is a child of the sweep's process, and would otherwise finish its job (and
+  idle for minutes) after that process was killed with SIGKILL, which no clean-up can catch. Linux's
+  parent-death signal ends it with its parent; elsewhere a watchdog thread notices the parent is gone.
 - :func:`record_job_end`, at each job's end in a worker, and :class:`JobProgress`, a thread in the
   sweep's process: each finished job leaves a small file in ``<sweep dir>/.progress/``, and the sweep
   prints one line per job as it finishes (the parallel launchers print nothing while they wait).
@@ -73,9 +73,9 @@ def _watch_parent(parent: int, interval: float) -> None:
 
 
 def die_with_sweep(interval: float = 1.0) -> str | None:
-    """In a direct worker of the sweep's process (a loky worker): end this process when the sweep's
-    process ends. Returns how (``pdeathsig`` or ``watchdog``), or None where it does not apply (an
-    in-process job, a Submitit job, whose parent is Submitit's own process)."""
+    """In a job process that the sweep's process started itself (a loky worker, a ``submitit_local``
+    job): end this process when the sweep's process ends. Returns how (``pdeathsig`` or ``watchdog``),
+    or None where it does not apply (an in-process job, a SLURM job, whose parent is SLURM's)."""
     parent = sweep_pid()
     if parent is None or os.getppid() != parent:
         return None
