@@ -198,8 +198,18 @@ def on_interrupt(hook: Callable[[], None]) -> None:
 
 def _exit_interrupted(session: _Session, terminated: bool) -> None:
     session.interrupted()
-    print("error: interrupted" + (" (SIGTERM)" if terminated else ""), file=sys.stderr, flush=True)
+    where = _sweep_dir_quietly()
+    note = f"; the sweep's results so far are in {where} (rerun with resume=true to complete it)" if where else ""
+    print("error: interrupted" + (" (SIGTERM)" if terminated else "") + note, file=sys.stderr, flush=True)
     sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
+
+
+def _sweep_dir_quietly() -> str | None:
+    """The interrupted multirun's sweep directory, if Hydra still knows it (never raises)."""
+    try:
+        return sweep_dir()
+    except Exception:
+        return None
 
 
 def _install_sigterm_handler(session: _Session) -> None:

@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import socket
 import sys
 import uuid
@@ -49,7 +50,14 @@ from steering.stats import multiplicity as mult
 from steering.sweep import confirmation as conf
 from steering.sweep import offline, overrides
 from steering.sweep import table as tbl
-from steering.sweep.interrupt import InterruptWatch, end_running_children, note_unfinished, planned_jobs
+from steering.sweep.interrupt import (
+    InterruptWatch,
+    bounded_cleanup,
+    end_running_children,
+    finish_interrupted,
+    note_unfinished,
+    planned_jobs,
+)
 from steering.sweep.parent import annotate_parent
 from steering.sweep.report import SweepReport, terminal_text, write_report
 from steering.sweep.server import DEFAULT_TIMEOUT, LocalServer, nodes_elsewhere, start_server
@@ -316,13 +324,23 @@ class MlflowSweepCallback(Callback):
             return None
         sweep.done = True
         watch = getattr(self, "_watch", None)
-        if watch is not None:
-            watch.remove()
-        return finish_sweep(sweep)
+        try:
+            if sweep.interrupted:  # ends within seconds: steering.sweep.interrupt
+                signum = (watch.signum if watch is not None else None) or signal.SIGTERM
+                with bounded_cleanup(sweep.sweep_dir, status=128 + signum):
+                    if sweep.server is not None:
+                        sweep.server.stop(timeout=3)
+                    return finish_interrupted(MlflowClient(sweep.info["backend_uri"]), sweep.info, sweep.sweep_dir)
+            return finish_sweep(sweep)  # the watch stays: an interrupt now still ends the parent KILLED
+        finally:
+            if watch is not None:
+                watch.remove()
 
     def _finish_at_exit(self) -> None:
         try:
             self.finish_sweep()
+        except KeyboardInterrupt:  # interrupted while the report was written: the parent is KILLED
+            print(f"error: interrupted; the sweep's report is incomplete: {self._sweep.sweep_dir}", file=sys.stderr)
         except Exception:
             log.exception("could not finish the sweep")
 
@@ -400,7 +418,7 @@ def finish_sweep(sweep: ActiveSweep) -> Path:
             ui_links.how_to_open(info["backend_uri"], str(info["experiment_id"]), info["run_id"]),
         )
     finally:
-        client.set_terminated(info["run_id"], status)
+        client.set_terminated(info["run_id"], "KILLED" if sweep.interrupted else status)
     return sweep_dir / "comparison.csv"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -28,12 +29,17 @@ def train_logged(config: TrainAppConfig) -> TrainResult:
     checkpoint = Path(config.checkpoint)
     configure(config.tracking.uri, config.tracking.train_experiment or f"{config.tracking.experiment}-train")
     with mlflow.start_run(run_name=config.run_name):
-        params = flatten({"model": plain["model"]["arch"], "train": plain["train"], "features": str(features)})
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.set_tag("features", str(features))
-        result = train_model(features, config.model.arch, config.train, checkpoint, log_metrics=mlflow.log_metrics)
-        mlflow.log_metrics({"best_val_pearson": result.best_val_pearson, "best_epoch": result.best_epoch})
-        if config.log_checkpoint:
-            mlflow.log_artifact(str(checkpoint))
+        try:
+            params = flatten({"model": plain["model"]["arch"], "train": plain["train"], "features": str(features)})
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+            mlflow.set_tag("features", str(features))
+            result = train_model(features, config.model.arch, config.train, checkpoint, log_metrics=mlflow.log_metrics)
+            mlflow.log_metrics({"best_val_pearson": result.best_val_pearson, "best_epoch": result.best_epoch})
+            if config.log_checkpoint:
+                mlflow.log_artifact(str(checkpoint))
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (steering.cli): the run was killed, not failed
+            with contextlib.suppress(Exception):
+                mlflow.end_run("KILLED")
+            raise
     log.info("best val r %.3f (epoch %d); checkpoint %s", result.best_val_pearson, result.best_epoch, checkpoint)
     return result
