@@ -9,7 +9,9 @@ import socket
 import sqlite3
 import stat
 import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -87,7 +89,8 @@ def test_server_on_a_taken_port_starts_on_another_one_with_one_worker(tmp_path, 
         assert port != impostor
         assert MlflowClient(server.uri).get_experiment("0").name == "Default"  # it serves this store
         processes = _session_processes(server.process.pid)
-        assert len(processes) == 2, processes  # `mlflow server` and one uvicorn process, no worker pool
+        served = [p for p in processes if "steering.sweep.guard" not in p]
+        assert len(served) == 2, processes  # `mlflow server` and one uvicorn process, no worker pool
         assert any("uvicorn" in p and "--workers 1" in p for p in processes), processes
         text = server.log_path.read_text()
         assert server.log_path.parent == tmp_path / "logs" and "address already in use" in text.lower()
@@ -95,6 +98,36 @@ def test_server_on_a_taken_port_starts_on_another_one_with_one_worker(tmp_path, 
         server.stop()
     # the check's token is gone from the store again
     assert not [k for k in MlflowClient(uri).get_experiment("0").tags if k.startswith("steering.")]
+
+
+_STARTER = """
+import sys, time
+from steering.sweep.server import start_server
+server = start_server(sys.argv[1], sys.argv[2], timeout=240)
+print(server.process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_server_ends_when_the_process_that_started_it_is_killed(tmp_path):
+    uri = _store(tmp_path, "orphan")
+    starter = subprocess.Popen(
+        [sys.executable, "-c", _STARTER, uri, str(tmp_path / "logs")], stdout=subprocess.PIPE, text=True
+    )
+    server_pid = None
+    try:
+        server_pid = int(starter.stdout.readline())
+        assert len(_session_processes(server_pid)) >= 2  # the guard and the server it runs
+        starter.kill()  # SIGKILL: the sweep gets no chance to stop its server
+        starter.wait(10)
+        deadline = time.monotonic() + 30
+        while _session_processes(server_pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _session_processes(server_pid) == []
+    finally:
+        starter.kill()
+        if server_pid is not None:
+            subprocess.run(["pkill", "-9", "-s", str(server_pid)], check=False)
 
 
 def _runs_in(db: Path) -> int:

@@ -196,6 +196,11 @@ def _command(backend_uri: str, host: str, port: int, workers: int, advertise_hos
     return cmd
 
 
+def guarded(cmd: list[str]) -> list[str]:
+    """``cmd`` under :mod:`steering.sweep.guard`: the server ends with this process, even one SIGKILLed."""
+    return [sys.executable, "-m", "steering.sweep.guard", str(os.getpid()), "--", *cmd]
+
+
 def start_server(
     backend_uri: str,
     log_dir: str | Path,
@@ -224,7 +229,9 @@ def start_server(
             cmd = _command(backend_uri, host, port, workers, advertise_host)
             offset = log_path.stat().st_size if log_path.exists() else 0
             with open(log_path, "ab") as out:
-                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                proc = subprocess.Popen(
+                    guarded(cmd), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                )
             server = LocalServer(proc, f"http://{advertise_host or local}:{port}", log_path)
             try:
                 if _await(server, f"http://{local}:{port}", token, timeout, offset):

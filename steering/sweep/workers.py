@@ -55,7 +55,7 @@ def sweep_pid() -> int | None:
     return None if pid == os.getpid() else pid
 
 
-def _set_parent_death_signal(sig: int) -> bool:
+def set_parent_death_signal(sig: int) -> bool:
     """Linux ``prctl(PR_SET_PDEATHSIG, sig)``: the kernel sends ``sig`` when the parent ends."""
     if not sys.platform.startswith("linux"):
         return False
@@ -79,7 +79,7 @@ def die_with_sweep(interval: float = 1.0) -> str | None:
     parent = sweep_pid()
     if parent is None or os.getppid() != parent:
         return None
-    how = "pdeathsig" if _set_parent_death_signal(signal.SIGKILL) else "watchdog"
+    how = "pdeathsig" if set_parent_death_signal(signal.SIGKILL) else "watchdog"
     if os.getppid() != parent:  # the parent died before the signal was armed: it would never come
         os._exit(128 + signal.SIGKILL)
     if how == "watchdog":
