@@ -1,4 +1,5 @@
-"""One steering run end to end: checks, inputs, signals, the pure evaluation, then the recorder.
+"""One steering run end to end: checks, inputs, signals, the pure evaluation, then the recorder
+(which alone opens the job's MLflow run).
 
 The app hands over the typed run config (``steering.config.schema.RunConfig``); nothing here reads
 a raw Hydra config. Options, files and the tracking store are checked before any work.
@@ -163,8 +164,9 @@ def evaluate(
     results_dir: str | Path | None = None,
 ) -> RunResult:
     """Run one typed configuration end to end: results to ``results_dir`` (default: Hydra's output
-    directory) first, then to one MLflow run (with ``extra_tags``, e.g. a sweep role). Options,
-    files and the tracking store are checked before any work.
+    directory) first, then to one MLflow run (with ``extra_tags``, e.g. a sweep role), opened only
+    once the results exist, so a failure before leaves the store untouched. Options, files and the
+    tracking store are checked before any work.
 
     ``reuse``: the sweep's :class:`SweepReuse` (created per sweep by the app), so sibling strengths
     share one forward; ``None`` computes only this run's strength.
@@ -189,20 +191,33 @@ def evaluate(
         if previous is not None:
             return previous
     text = config_yaml(cfg)  # rendered once: the run's artifact and the results folder's file
-    with FeatureFile(inputs.features) as ff, job_run(cfg, name, tags, sweep_dir, text) as run:
+    with FeatureFile(inputs.features) as ff:  # no MLflow run yet: a failure here leaves the store untouched
         signals = _load_or_extract_signals(cfg, inputs, ff)
         eval_idx = split_indices(len(ff), cfg.data.eval_split, cfg.data.split, cfg.data.train_fraction)
-        log_feature_input(inputs.features, inputs.data_hash, "eval", split=cfg.data.eval_split, n_eval=len(eval_idx))
-        leak = _tag_signals(signals, inputs.data_hash, eval_idx)
+        signal_tags = _signal_tags(signals, inputs.data_hash, eval_idx)
         plan = plan_from_config(cfg, inputs.spec, inputs.binning, inputs.model_hash, inputs.data_hash)
         loaded = EvaluationInputs(
             inputs.model, ff, eval_idx, signals, inputs.binning, inputs.device, inputs.model_hash, inputs.data_hash
         )
         with cpu_threads(cfg.threads):
             result = evaluate_configuration(plan, loaded, reuse)
-        result.run_id, result.experiment_id = run.info.run_id, run.info.experiment_id
-        result.tags = {**tags, "signals_leakage": str(leak).lower()}
-        recorder.record(cfg, result, signals, run, digest, results_dir or hydra_output_dir(), text)
+    result.tags = {**tags, **signal_tags}
+
+    def log_inputs() -> None:
+        log_feature_input(inputs.features, inputs.data_hash, "eval", split=cfg.data.eval_split, n_eval=len(eval_idx))
+
+    recorder.record(
+        cfg,
+        result,
+        signals,
+        digest,
+        results_dir or hydra_output_dir(),
+        name=name,
+        tags=result.tags,
+        sweep_dir=sweep_dir,
+        config_text=text,
+        log_inputs=log_inputs,
+    )
     return result
 
 
@@ -253,20 +268,17 @@ def _load_or_extract_signals(cfg: RunConfig, inputs: JobInputs, ff: FeatureFile)
     return cached_signals(inputs.model_hash, inputs.data_hash, indices, inputs.binning, cache_dir(cfg), build)
 
 
-def _tag_signals(signals: SignalSet, data_hash: str, eval_idx: np.ndarray) -> bool:
-    """Tag where the signals come from and whether they saw evaluated clips; returns the leakage flag."""
+def _signal_tags(signals: SignalSet, data_hash: str, eval_idx: np.ndarray) -> dict[str, str]:
+    """Tags saying where the signals come from and whether they saw evaluated clips (leakage)."""
     provenance = signals.metadata or {}
     leak, foreign = _leakage(provenance, data_hash, eval_idx)
-    mlflow.set_tags(
-        {
-            "signals_source": str(signals.source_path or "extracted"),
-            "signals_fingerprint": signals.fingerprint(),
-            "signals_split": str(provenance.get("split", "file")),
-            "signals_leakage": str(leak).lower(),
-            "signals_other_data": str(foreign).lower(),
-        }
-    )
-    return leak
+    return {
+        "signals_source": str(signals.source_path or "extracted"),
+        "signals_fingerprint": signals.fingerprint(),
+        "signals_split": str(provenance.get("split", "file")),
+        "signals_leakage": str(leak).lower(),
+        "signals_other_data": str(foreign).lower(),
+    }
 
 
 def _leakage(provenance: dict, data_hash: str, eval_idx: np.ndarray) -> tuple[bool, bool]:
