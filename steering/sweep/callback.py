@@ -47,6 +47,7 @@ from steering.stats import multiplicity as mult
 from steering.sweep import confirmation as conf
 from steering.sweep import overrides
 from steering.sweep import table as tbl
+from steering.sweep.launcher_options import check_launcher_options
 from steering.sweep.interrupt import InterruptWatch, end_running_children, note_unfinished, planned_jobs
 from steering.sweep.parent import annotate_parent
 from steering.sweep.report import SweepReport, terminal_view, write_report
@@ -201,6 +202,7 @@ class MlflowSweepCallback(Callback):
     # -- sweep start -------------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_launcher(config)
+        check_launcher_options(config)
         route_mlflow_logging()
         tracking_environment()
         if not HydraConfig.initialized():

@@ -36,7 +36,7 @@ from steering.signals import SignalSet, cached_signals, extract_signals, load_si
 from steering.tracking import recorder
 from steering.tracking.dataset_input import log_feature_input
 from steering.tracking.links import how_to_open, store_uri
-from steering.tracking.preflight import check_tracking
+from steering.tracking.preflight import check_tracking, check_writable_dir
 from steering.tracking.results import sync_pending
 from steering.tracking.resume import fail_dead_runs
 from steering.tracking.runs import config_yaml, job_run, sweep_choices, sweep_parent
@@ -174,6 +174,8 @@ def evaluate(
     binning = check_run_options(cfg)
     check_input_paths(cfg)
     check_tracking(tracking_uri(cfg, sweep_dir))
+    check_writable_dir(cfg.cache.dir, "cache.dir")
+    check_writable_dir(results_dir or hydra_output_dir(), "hydra.run.dir")
     inputs = load_inputs(cfg, binning, reuse)
     digest = config_hash(cfg, inputs.model_hash, inputs.data_hash)
     tags = {
