@@ -6,9 +6,9 @@ raw config. :func:`run_app` is each console script's entry: a known error (a
 :class:`~steering.errors.SteeringError`, or MLflow's as a tracking error) prints
 ``error: <what>: <problem>`` on stderr and exits with status 2 (so do the machine's errors: a
 full disk, a read-only folder, unreadable HDF5 or YAML bytes, data nested too deeply, memory),
-the traceback only with ``HYDRA_FULL_ERROR=1``; SIGTERM is handled like Ctrl-C, so runs end as KILLED, and what must learn
-of an interrupt (a sweep's parent run) registers with :func:`on_interrupt`. This module imports no
-domain module.
+the traceback only with ``HYDRA_FULL_ERROR=1``; SIGTERM is handled like Ctrl-C, so runs end as
+KILLED, and what must learn of an interrupt (a sweep's parent run) registers with
+:func:`on_interrupt`. This module imports no domain module.
 """
 
 from __future__ import annotations

@@ -47,8 +47,8 @@ from steering.stats import multiplicity as mult
 from steering.sweep import confirmation as conf
 from steering.sweep import overrides
 from steering.sweep import table as tbl
-from steering.sweep.launcher_options import check_launcher_options
 from steering.sweep.interrupt import InterruptWatch, end_running_children, note_unfinished, planned_jobs
+from steering.sweep.launcher_options import check_launcher_options
 from steering.sweep.parent import annotate_parent
 from steering.sweep.report import SweepReport, terminal_view, write_report
 from steering.sweep.server import LocalServer, start_server

@@ -93,7 +93,7 @@ def _check_sqlite(uri: str, path: Path, timeout: float) -> None:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:
         raise TrackingError(f"{uri}: {path} is not a usable SQLite store ({exc})") from None
-    if tables and not MLFLOW_TABLES <= tables:  # MLflow would add its tables to another program's database
+    if tables and not tables >= MLFLOW_TABLES:  # MLflow would add its tables to another program's database
         shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise TrackingError(
             f"{uri}: {path} is a SQLite database of something else (tables {shown}), not an MLflow store; "

@@ -145,7 +145,9 @@ def config_yaml(cfg: Any) -> str:
     return yaml.dump(plain(cfg), default_flow_style=False, allow_unicode=True, sort_keys=False)
 
 
-def job_tags(cfg: RunConfig, tags: Mapping[str, str], sweep_dir: str | Path | None = None) -> tuple[str, dict[str, str]]:
+def job_tags(
+    cfg: RunConfig, tags: Mapping[str, str], sweep_dir: str | Path | None = None
+) -> tuple[str, dict[str, str]]:
     """(tracking URI, every tag) of a job's run: ours, where its process lives and, in a sweep, the
     parent link. Known before the run opens, so ``run.json`` can hold them for a later sync."""
     parent = sweep_parent(sweep_dir)

@@ -17,7 +17,9 @@ from steering.model import LRMEmotionNet, load_model
 log = logging.getLogger(__name__)
 
 
-def initial_model(checkpoint: str | Path | None, output: str | Path, trust_pickle: bool = False) -> LRMEmotionNet | None:
+def initial_model(
+    checkpoint: str | Path | None, output: str | Path, trust_pickle: bool = False
+) -> LRMEmotionNet | None:
     """The model to fine-tune (``model.checkpoint``), or None to train a new one from ``model.arch``."""
     if checkpoint is None:
         return None

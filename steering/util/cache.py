@@ -119,7 +119,9 @@ def _keyed_file_cached(resolved: str, key: str, _size: int, _mtime_ns: int, _sec
 def record_checksum(path: str | Path, data: bytes | None = None) -> None:
     """Record the file's keyed checksum beside it (of ``data``, its bytes, when already in memory)."""
     path = Path(path)
-    atomic_write_text(sidecar(path), (_keyed(content_key(path), [data]) if data is not None else _keyed_file(path)) + "\n")
+    atomic_write_text(
+        sidecar(path), (_keyed(content_key(path), [data]) if data is not None else _keyed_file(path)) + "\n"
+    )
 
 
 def _recorded(path: Path) -> str | None:
