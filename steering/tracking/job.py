@@ -175,7 +175,7 @@ def evaluate(
     check_input_paths(cfg)
     check_tracking(tracking_uri(cfg, sweep_dir))
     check_writable_dir(cfg.cache.dir, "cache.dir")
-    check_writable_dir(results_dir or hydra_output_dir(), "hydra.run.dir")
+    check_writable_dir(results_dir or hydra_output_dir(), "hydra.sweep.dir" if sweep_dir else "hydra.run.dir")
     inputs = load_inputs(cfg, binning, reuse)
     digest = config_hash(cfg, inputs.model_hash, inputs.data_hash)
     tags = {
