@@ -4,10 +4,11 @@
 ``OmegaConf.to_object`` gives right after composition, so nothing below the apps sees Hydra's
 raw config. :func:`run_app` is each console script's entry: a known error (a
 :class:`~steering.errors.SteeringError`, or MLflow's as a tracking error) prints
-``error: <what>: <problem>`` on stderr and exits with status 2, the traceback only with
-``HYDRA_FULL_ERROR=1``; SIGTERM is handled like Ctrl-C, so runs end as KILLED, and what must learn
-of an interrupt (a sweep's parent run) registers with :func:`on_interrupt`. This module imports no
-domain module.
+``error: <what>: <problem>`` on stderr and exits with status 2 (so do the machine's errors: a
+full disk, a read-only folder, unreadable HDF5 or YAML bytes, data nested too deeply, memory),
+the traceback only with ``HYDRA_FULL_ERROR=1``; SIGTERM is handled like Ctrl-C, so runs end as
+KILLED, and what must learn of an interrupt (a sweep's parent run) registers with
+:func:`on_interrupt`. This module imports no domain module.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
+import errno
 import functools
 import gc
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -131,12 +134,91 @@ def _hydra_compact(exc: BaseException) -> str | None:
 
 
 def error_line(exc: BaseException) -> str | None:
-    """The one line for a known error or a Hydra config error; None for anything else (a bug)."""
+    """The one line for a known error, a Hydra config error or an environment error (disk full,
+    read-only folder, unreadable HDF5 or YAML, too deep, out of memory); None for anything else (a bug)."""
     known = _find_known(exc)
     if known is not None:
         return one_line(known)
     compact = _hydra_compact(exc)
-    return f"error: {compact}" if compact else None
+    if compact:
+        return f"error: {compact}"
+    for error in _chain(exc):
+        problem = _environment_problem(error)
+        if problem is not None:
+            return "error: " + " ".join(f"{_subject(error) or 'file system'}: {problem}".split())
+    return None
+
+
+# --------------------------------------------------------------------------- environment errors
+#: OSError numbers a user meets, in words that say what to fix.
+_ERRNO_WORDS = {
+    errno.ENOSPC: "no space left on the device (disk full)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+#: Names of locals that hold the file a failing frame was working on, most telling first.
+_SUBJECT_LOCALS = ("path", "filename", "output_dir", "directory", "output", "target", "tmp")
+
+
+def _environment_problem(exc: BaseException) -> str | None:
+    """What went wrong, for errors of the machine or of a file's bytes rather than of our code."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    if isinstance(exc, OSError) and exc.errno in _ERRNO_WORDS:
+        return _ERRNO_WORDS[exc.errno]
+    if _raised_in(exc, "h5py") and isinstance(exc, KeyError | ValueError | RuntimeError | OSError | TypeError):
+        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else first
+        return f"HDF5 error ({text[:300]})"
+    if isinstance(exc, OSError):
+        return exc.strerror or first
+    yaml_error = getattr(sys.modules.get("yaml"), "YAMLError", None)
+    if yaml_error is not None and isinstance(exc, yaml_error):
+        return f"not valid YAML here ({' '.join(str(exc).split())[:300]})"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to read (RecursionError)"
+    if isinstance(exc, MemoryError):
+        return f"out of memory ({first or 'MemoryError'})"
+    return None
+
+
+def _frames(exc: BaseException) -> list[Any]:
+    """The frames of ``exc``'s traceback, innermost first."""
+    frames, tb = [], exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    return frames[::-1]
+
+
+def _raised_in(exc: BaseException, package: str) -> bool:
+    frames = _frames(exc)
+    return bool(frames) and str(frames[0].f_globals.get("__name__", "")).split(".")[0] == package
+
+
+def _subject(exc: BaseException) -> str | None:
+    """The file an environment error concerns: its own file name, the YAML stream's, the HDF5
+    object's, else a path held by the innermost frame that names one."""
+    for name in (getattr(exc, "filename", None), getattr(getattr(exc, "problem_mark", None), "name", None)):
+        if isinstance(name, str | os.PathLike) and not str(name).startswith("<"):
+            return str(name)
+    h5py = sys.modules.get("h5py")
+    for frame in _frames(exc)[:5000]:
+        local = frame.f_locals
+        owner = local.get("self")
+        if h5py is not None and isinstance(owner, h5py.HLObject):
+            with contextlib.suppress(Exception):
+                return _target(str(owner.file.filename))
+        for key in _SUBJECT_LOCALS:
+            value = local.get(key)
+            if isinstance(value, str | os.PathLike) and os.sep in str(value):
+                return _target(str(value))
+    return None
+
+
+def _target(name: str) -> str:
+    """The file an atomic write was writing (``steering.util.files``: ``<name>.<pid>.<hex>.tmp``)."""
+    return re.sub(r"\.\d+\.[0-9a-f]{8}\.tmp$", "", name)
 
 
 def _full_error() -> bool:

@@ -243,8 +243,8 @@ def test_numpy_values_of_old_checkpoints_load_and_other_objects_only_when_truste
 def test_non_finite_predictions_fail_the_run_with_results_on_disk(inputs, tmp_path):
     with pytest.raises(ResultError, match="non-finite predictions in steered_valence"):
         evaluate(_cfg(inputs, tmp_path, "method=bypass", "strength=1e38"), results_dir=tmp_path / "out")
-    runs = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(["1"])
-    assert [r.info.status for r in runs] == ["FAILED"]
+    db = tmp_path / "mlflow.db"  # the run opens only to record finished results: no stray FAILED run
+    assert not db.exists() or mlflow.MlflowClient(f"sqlite:///{db}").search_runs(["0", "1"]) == []
     assert "steered_valence" in (tmp_path / "out" / "predictions.csv").read_text().splitlines()[0]
 
 

@@ -135,7 +135,7 @@ class SyntheticConf(Checked):
 
     n_clips: int = integer(1213, ge=1)
     duration: float = number(6.0, gt=0.0)
-    seed: int = 0
+    seed: int = integer(0, ge=0)  # numpy's generators take no negative seed
     rater_noise: float = number(0.1, ge=0.0)  # sd of the rating noise around the latent (valence, arousal)
     parameter_jitter: float = number(0.15, ge=0.0)  # sd of per-parameter noise, in units of the [0, 1] range
     # Clip names are <name_prefix>_<index>.wav. The sample rate is the front end's.
@@ -173,7 +173,7 @@ class TrainConf(Checked):
     split: str = choice("threeway", SPLIT_SCHEMES)
     train_fraction: float = number(0.7, gt=0.0, lt=1.0)
     cosine_schedule: bool = True
-    seed: int = 0
+    seed: int = integer(0, ge=0)
     device: str = "auto"
     eval_batch_size: int = integer(128, ge=1)
     progress: bool = True
@@ -209,7 +209,7 @@ class SignalsConf(Checked):
 class MetricsConf(Checked):
     bootstrap_resamples: int = integer(2000, ge=1)
     confidence: float = number(0.95, gt=0.0, lt=1.0)
-    seed: int = 0
+    seed: int = integer(0, ge=0)
 
 
 @dataclass
@@ -234,7 +234,8 @@ class RunConfig(Checked):
     # so a plain node; steering.sweep.confirmation.confirm_settings checks it.
     confirm: Any = None
     strength: float = number(1.0)
-    alpha: float = number(1.0)
+    # The blend alpha * signal + (1 - alpha) * own activation: a weight in [0, 1].
+    alpha: float = number(1.0, ge=0.0, le=1.0)
     priming: bool = False
     forward_passes: int = integer(2, ge=2)
     device: str = "auto"
@@ -242,7 +243,7 @@ class RunConfig(Checked):
     precision_tolerance: float = number(1.0e-3, gt=0.0)
     threads: int | None = integer(None, ge=1)
     batch_size: int = integer(16, ge=1)
-    seed: int = 0
+    seed: int = integer(0, ge=0)
     resume: bool = False
     signals: SignalsConf = field(default_factory=SignalsConf)
     metrics: MetricsConf = field(default_factory=MetricsConf)

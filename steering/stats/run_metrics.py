@@ -83,3 +83,40 @@ def run_metrics(
         for name in extras[0]:
             metrics[name] = float(np.mean([e[name] for e in extras if name in e]))
     return metrics
+
+
+#: How far a steered prediction may lie outside the reference range (the evaluated clips' ratings and
+#: baseline predictions together), in widths of that range, before the run counts as implausible.
+#: At 1000 widths float32's rounding step (2^-23 of the value) reaches ~1e-4 of the range, the
+#: decimal Δr is reported to; no emotion estimate is that far off its scale.
+PLAUSIBLE_WIDTHS = 1000.0
+
+
+def implausible_predictions(predictions, widths: float = PLAUSIBLE_WIDTHS) -> str | None:
+    """What is implausible about a run's steered predictions, or None.
+
+    A steered prediction more than ``widths`` range-widths outside the range spanned by the ratings
+    and the baseline predictions of the same target (ratings and baseline in [-1, 1]: outside
+    [-2001, 2001]) is no emotion estimate any more: an extreme strength has pushed the model far
+    off its scale, where a Pearson r measures float rounding (``method=bypass strength=1e30``
+    shifted predictions by ~1e25 and still reported a gain). ``predictions``: the run's
+    ``predictions.csv`` table.
+    """
+    found = []
+    for t in TARGETS:
+        reference = np.concatenate([np.asarray(predictions[c], float) for c in (t, f"base_{t}") if c in predictions])
+        columns = [c for c in predictions.columns if c == f"steered_{t}" or c.startswith(f"steered_{t}_draw")]
+        if not reference.size or not columns:
+            continue
+        low, high = float(np.min(reference)), float(np.max(reference))
+        margin = widths * max(high - low, 1e-6)
+        steered = np.concatenate([np.asarray(predictions[c], float) for c in columns])
+        worst = float(steered[np.argmax(np.abs(steered - (low + high) / 2))])
+        if worst < low - margin or worst > high + margin:
+            found.append(f"steered_{t} reaches {worst:.3g}, outside [{low - margin:.3g}, {high + margin:.3g}]")
+    if not found:
+        return None
+    return (
+        f"implausible predictions: {'; '.join(found)} ({widths:g} widths beyond the ratings and baseline "
+        "predictions; an extreme strength or signal pushes the model off its scale)"
+    )

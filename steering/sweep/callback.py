@@ -58,6 +58,7 @@ from steering.sweep.interrupt import (
     note_unfinished,
     planned_jobs,
 )
+from steering.sweep.launcher_options import check_launcher_options
 from steering.sweep.parent import annotate_parent
 from steering.sweep.report import SweepReport, terminal_text, write_report
 from steering.sweep.server import DEFAULT_TIMEOUT, LocalServer, nodes_elsewhere, start_server
@@ -226,6 +227,7 @@ class MlflowSweepCallback(Callback):
     # -- sweep start -------------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_launcher(config)
+        check_launcher_options(config)
         if offline.is_offline(config):  # tracking=offline: no store, server or parent here (steering-merge)
             offline.start_offline_sweep(config)
             return

@@ -1,4 +1,5 @@
-"""One steering run end to end: checks, inputs, signals, the pure evaluation, then the recorder.
+"""One steering run end to end: checks, inputs, signals, the pure evaluation, then the recorder
+(which alone opens the job's MLflow run).
 
 The app hands over the typed run config (``steering.config.schema.RunConfig``); nothing here reads
 a raw Hydra config. Options, files and the tracking store are checked before any work.
@@ -37,7 +38,7 @@ from steering.tracking import recorder
 from steering.tracking.dataset_input import log_feature_input
 from steering.tracking.links import how_to_open, store_uri
 from steering.tracking.loaded_model import described_config
-from steering.tracking.preflight import check_tracking
+from steering.tracking.preflight import check_tracking, check_writable_dir
 from steering.tracking.results import sync_pending
 from steering.tracking.resume import fail_dead_runs
 from steering.tracking.runs import config_yaml, job_run, sweep_choices, sweep_parent
@@ -165,8 +166,9 @@ def evaluate(
     results_dir: str | Path | None = None,
 ) -> RunResult:
     """Run one typed configuration end to end: results to ``results_dir`` (default: Hydra's output
-    directory) first, then to one MLflow run (with ``extra_tags``, e.g. a sweep role). Options,
-    files and the tracking store are checked before any work.
+    directory) first, then to one MLflow run (with ``extra_tags``, e.g. a sweep role), opened only
+    once the results exist, so a failure before leaves the store untouched. Options, files and the
+    tracking store are checked before any work.
 
     ``reuse``: the sweep's :class:`SweepReuse` (created per sweep by the app), so sibling strengths
     share one forward; ``None`` computes only this run's strength.
@@ -174,6 +176,8 @@ def evaluate(
     binning = check_run_options(cfg)
     check_input_paths(cfg)
     check_tracking(tracking_uri(cfg, sweep_dir))
+    check_writable_dir(cfg.cache.dir, "cache.dir")
+    check_writable_dir(results_dir or hydra_output_dir(), "hydra.sweep.dir" if sweep_dir else "hydra.run.dir")
     inputs = load_inputs(cfg, binning, reuse)
     digest = config_hash(cfg, inputs.model_hash, inputs.data_hash)
     tags = {
@@ -191,21 +195,33 @@ def evaluate(
         if previous is not None:
             return previous
     text = config_yaml(cfg)  # rendered once: the run's artifact and the results folder's file
-    described = described_config(cfg, inputs.model.config)  # params: the loaded model's architecture
-    with FeatureFile(inputs.features) as ff, job_run(described, name, tags, sweep_dir, text) as run:
+    with FeatureFile(inputs.features) as ff:  # no MLflow run yet: a failure here leaves the store untouched
         signals = _load_or_extract_signals(cfg, inputs, ff)
         eval_idx = split_indices(len(ff), cfg.data.eval_split, cfg.data.split, cfg.data.train_fraction)
-        log_feature_input(inputs.features, inputs.data_hash, "eval", split=cfg.data.eval_split, n_eval=len(eval_idx))
-        leak = _tag_signals(signals, inputs, eval_idx)
+        signal_tags = _signal_tags(signals, inputs, eval_idx)
         plan = plan_from_config(cfg, inputs.spec, inputs.binning, inputs.model_hash, inputs.data_hash)
         loaded = EvaluationInputs(
             inputs.model, ff, eval_idx, signals, inputs.binning, inputs.device, inputs.model_hash, inputs.data_hash
         )
         with cpu_threads(cfg.threads):
             result = evaluate_configuration(plan, loaded, reuse)
-        result.run_id, result.experiment_id = run.info.run_id, run.info.experiment_id
-        result.tags = {**tags, "signals_leakage": str(leak).lower()}
-        recorder.record(cfg, result, signals, run, digest, results_dir or hydra_output_dir(), text)
+    result.tags = {**tags, **signal_tags}
+
+    def log_inputs() -> None:
+        log_feature_input(inputs.features, inputs.data_hash, "eval", split=cfg.data.eval_split, n_eval=len(eval_idx))
+
+    recorder.record(
+        described_config(cfg, inputs.model.config),  # params: the loaded model's architecture
+        result,
+        signals,
+        digest,
+        results_dir or hydra_output_dir(),
+        name=name,
+        tags=result.tags,
+        sweep_dir=sweep_dir,
+        config_text=text,
+        log_inputs=log_inputs,
+    )
     return result
 
 
@@ -219,7 +235,7 @@ def _resume(
     previous = recorder.previous_result(cfg.tracking.uri, cfg.tracking.experiment, digest, run_name(cfg))
     if previous is not None and sweep_parent(sweep_dir):  # the new sweep's table still gets its row
         resumed = {**tags, "resumed_from": previous.run_id}
-        with job_run(cfg, name, resumed, sweep_dir) as run:
+        with job_run(described_config(cfg, inputs.model.config), name, resumed, sweep_dir) as run:
             mlflow.log_metrics(previous.metrics)
             log_feature_input(inputs.features, inputs.data_hash, "eval", split=cfg.data.eval_split)
             recorder.log_tables(previous)
@@ -256,8 +272,9 @@ def _load_or_extract_signals(cfg: RunConfig, inputs: JobInputs, ff: FeatureFile)
     return cached_signals(inputs.model_hash, inputs.data_hash, indices, inputs.binning, cache_dir(cfg), build)
 
 
-def _tag_signals(signals: SignalSet, inputs: JobInputs, eval_idx: np.ndarray) -> bool:
-    """Tag where the signals come from and whether they saw evaluated clips; returns the leakage flag."""
+def _signal_tags(signals: SignalSet, inputs: JobInputs, eval_idx: np.ndarray) -> dict[str, str]:
+    """Tags saying where the signals come from, whether they saw evaluated clips (leakage) and whether
+    another checkpoint made them."""
     provenance = signals.metadata or {}
     leak, foreign = _leakage(provenance, inputs.data_hash, eval_idx)
     other_model = other_checkpoint(signals, inputs.model_hash, inputs.checkpoint)
@@ -265,17 +282,14 @@ def _tag_signals(signals: SignalSet, inputs: JobInputs, eval_idx: np.ndarray) ->
         log.warning(
             "the signals were extracted with another checkpoint (%s): they steer from its activations", other_model
         )
-    mlflow.set_tags(
-        {
-            "signals_source": str(signals.source_path or "extracted"),
-            "signals_fingerprint": signals.fingerprint(),
-            "signals_split": str(provenance.get("split", "file")),
-            "signals_leakage": str(leak).lower(),
-            "signals_other_data": str(foreign).lower(),
-            "signals_other_checkpoint": str(bool(other_model)).lower(),
-        }
-    )
-    return leak
+    return {
+        "signals_source": str(signals.source_path or "extracted"),
+        "signals_fingerprint": signals.fingerprint(),
+        "signals_split": str(provenance.get("split", "file")),
+        "signals_leakage": str(leak).lower(),
+        "signals_other_data": str(foreign).lower(),
+        "signals_other_checkpoint": str(bool(other_model)).lower(),
+    }
 
 
 def _leakage(provenance: dict, data_hash: str, eval_idx: np.ndarray) -> tuple[bool, bool]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from steering.errors import TrackingError
+from steering.errors import ConfigError, TrackingError
 
 #: Our defaults (the user's environment wins): 3 quick retries, 15 s per request.
 HTTP_ENV_DEFAULTS = {
@@ -27,6 +28,8 @@ HTTP_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
 }
 PREFLIGHT_TIMEOUT = 8.0
+#: Tables every MLflow SQLite store has (a non-empty database without them belongs to something else).
+MLFLOW_TABLES = frozenset({"alembic_version", "experiments", "runs"})
 #: Set by the apps for themselves and their workers (the user's environment wins): no telemetry
 #: calls from our runs, and no upload bar per child run (noise in a sweep's log).
 PROCESS_ENV_DEFAULTS = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
@@ -86,10 +89,34 @@ def _check_sqlite(uri: str, path: Path, timeout: float) -> None:
     if not os.access(path, os.R_OK | os.W_OK):
         raise TrackingError(f"{uri}: {path} is not readable and writable")
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=timeout)) as conn:
-            conn.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:
         raise TrackingError(f"{uri}: {path} is not a usable SQLite store ({exc})") from None
+    if tables and not tables >= MLFLOW_TABLES:  # MLflow would add its tables to another program's database
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise TrackingError(
+            f"{uri}: {path} is a SQLite database of something else (tables {shown}), not an MLflow store; "
+            "give a new file or an existing MLflow store"
+        )
+
+
+def check_writable_dir(directory: str | Path | None, option: str) -> None:
+    """Raise :class:`ConfigError` naming ``option`` when files cannot be created in ``directory`` (or,
+    while it does not exist, in the folder it would be created in): a read-only mount, no permission.
+
+    Probed with a real file, removed at once (root passes ``os.access`` on read-only mounts)."""
+    if directory is None:
+        return
+    path = Path(directory).expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise ConfigError(option, f"{existing or path} is not a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(option, f"cannot write into {existing} ({exc.strerror or exc})") from None
 
 
 #: Answers that still mean "an MLflow server is there" (behind authentication).

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from steering.errors import TrackingError
+from steering.errors import ResultError, TrackingError
 from steering.util.files import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ METRICS_FILE = "metrics.json"
 TABLES = ("predictions.csv", "per_category.csv")
 CONFIG_FILE = "config.yaml"
 PENDING = "pending"
+#: ``run.json`` status of results that failed the checks (kept on disk, never logged).
+REJECTED = "rejected"
 
 
 def write_results(
@@ -62,10 +64,28 @@ def read_run_info(directory: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def mark_logged(directory: str | Path, run_id: str) -> None:
+def _update_run_info(directory: str | Path, **changes: Any) -> None:
     info = read_run_info(directory)
-    info.update(status="logged", run_id=run_id)
+    info.update(changes)
     atomic_write_text(Path(directory) / RUN_FILE, json.dumps(info, indent=1))
+
+
+def mark_logged(directory: str | Path, run_id: str, tracking_uri: str | None = None) -> None:
+    """The directory's results are in MLflow as ``run_id`` (in ``tracking_uri`` when another than recorded)."""
+    changes: dict[str, Any] = {"status": "logged", "run_id": run_id}
+    if tracking_uri:
+        changes["tracking_uri"] = tracking_uri
+    _update_run_info(directory, **changes)
+
+
+def note_run_id(directory: str | Path, run_id: str) -> None:
+    """The job's run exists (still logging): a later sync logs into it instead of creating another."""
+    _update_run_info(directory, run_id=run_id)
+
+
+def mark_rejected(directory: str | Path, reason: str) -> None:
+    """The results failed the checks (non-finite or implausible): kept for inspection, never logged."""
+    _update_run_info(directory, status=REJECTED, reason=reason)
 
 
 def artifact_files(directory: str | Path) -> list[Path]:
@@ -122,7 +142,9 @@ def sync_pending(cache_dir: str | Path | None, config_hash: str) -> str | None:
 def sync(directory: str | Path, tracking_uri: str | None = None) -> str:
     """Log a result directory to its MLflow run (created if the store never saw it); returns the run id.
 
-    ``tracking_uri`` replaces the recorded one (e.g. the server came back at another address).
+    ``tracking_uri`` replaces the recorded one (e.g. the server came back at another address, or a
+    copy for another store): results already logged elsewhere are logged there as a new run, once.
+    Rejected results (non-finite or implausible predictions) are refused.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -131,33 +153,52 @@ def sync(directory: str | Path, tracking_uri: str | None = None) -> str:
 
     directory = Path(directory)
     info = read_run_info(directory)
-    if info.get("status") == "logged":
-        log.info("%s: already logged as run %s", directory, info.get("run_id"))
-        return str(info["run_id"])
-    uri = str(tracking_uri or info["tracking_uri"])
+    if info.get("status") == REJECTED:
+        raise ResultError(f"{directory}: results were rejected ({info.get('reason', 'failed the checks')}); not logged")
+    recorded = str(info["tracking_uri"])
+    uri = str(tracking_uri or recorded)
+    copies = dict(info.get("copies") or {})
+    if info.get("status") == "logged" and uri == recorded or uri in copies:
+        run_id = info["run_id"] if uri == recorded else copies[uri]
+        log.info("%s: already logged as run %s in %s", directory, run_id, uri)
+        return str(run_id)
     check_tracking(uri)
-    client = MlflowClient(uri)
-    run_id = info.get("run_id")
+    known = info.get("run_id") if info.get("status") != "logged" else None
     try:
-        if run_id:
-            try:
-                client.get_run(run_id)
-            except MlflowException:
-                run_id = None
-        if not run_id:
-            experiment = client.get_experiment_by_name(info["experiment"])
-            experiment_id = experiment.experiment_id if experiment else client.create_experiment(info["experiment"])
-            run = client.create_run(experiment_id, run_name=info.get("run_name"), tags=info.get("tags", {}))
-            run_id = run.info.run_id
-            client.log_artifact(run_id, str(directory / CONFIG_FILE))
-        client.set_tag(run_id, "synced_from", str(directory.resolve()))
-        log_to_run(client, run_id, directory)
-        client.set_terminated(run_id, "FINISHED")
+        run_id = _log_directory(MlflowClient(uri), directory, info, known)
     except MlflowException as exc:
         raise TrackingError(f"{uri}: could not log {directory} ({str(exc).splitlines()[0][:200]})") from None
-    mark_logged(directory, run_id)
+    if info.get("status") == "logged":  # a copy into another store: the first record stays
+        _update_run_info(directory, copies={**copies, uri: run_id})
+    else:
+        mark_logged(directory, run_id, uri if uri != recorded else None)
     log.info("logged %s as run %s in %s", directory, run_id, uri)
     return run_id
+
+
+def _log_directory(client, directory: Path, info: Mapping[str, Any], run_id: str | None) -> str:
+    """Log into ``run_id`` when the store has it, else into a new run with the recorded tags and params."""
+    from mlflow.entities import Param
+    from mlflow.exceptions import MlflowException
+
+    if run_id:
+        try:
+            client.get_run(run_id)
+        except MlflowException:
+            run_id = None
+    if not run_id:
+        experiment = client.get_experiment_by_name(info["experiment"])
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(info["experiment"])
+        run = client.create_run(experiment_id, run_name=info.get("run_name"), tags=info.get("tags", {}))
+        run_id = run.info.run_id
+        params = [Param(k, str(v)) for k, v in (info.get("params") or {}).items()]
+        for start in range(0, len(params), 100):
+            client.log_batch(run_id, params=params[start : start + 100])
+        client.log_artifact(run_id, str(directory / CONFIG_FILE))
+    client.set_tag(run_id, "synced_from", str(directory.resolve()))
+    log_to_run(client, run_id, directory)
+    client.set_terminated(run_id, "FINISHED")
+    return str(run_id)
 
 
 def logging_failed(uri: str, directory: Path, exc: BaseException) -> TrackingError:

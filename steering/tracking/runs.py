@@ -163,6 +163,26 @@ def config_yaml(cfg: Any) -> str:
     return yaml.dump(plain(cfg), default_flow_style=False, allow_unicode=True, sort_keys=False)
 
 
+def job_tags(
+    cfg: RunConfig, tags: Mapping[str, str], sweep_dir: str | Path | None = None
+) -> tuple[str, dict[str, str]]:
+    """(tracking URI, every tag) of a job's run: ours, where its process lives and, in a sweep, the
+    parent link. Known before the run opens, so ``run.json`` can hold them for a later sync."""
+    parent = sweep_parent(sweep_dir)
+    uri = parent["tracking_uri"] if parent else cfg.tracking.uri
+    all_tags = {"git_commit": git_commit(), **process_tags(), **tags}
+    if parent:
+        all_tags.update({"mlflow.parentRunId": parent["run_id"], "sweep_id": parent["sweep_id"], **hydra_job_tags()})
+    elif (offline := offline_sweep(sweep_dir)) is not None:  # the parent is made by steering-merge
+        all_tags.update({"sweep_id": offline["sweep_id"], **hydra_job_tags()})
+    return str(uri), all_tags
+
+
+def run_params(cfg: Any) -> dict[str, str]:
+    """A run's params: the resolved config flattened, each value cut to MLflow's limit."""
+    return {k: str(v)[:MAX_PARAM_LENGTH] for k, v in flatten(plain(cfg)).items()}
+
+
 @contextlib.contextmanager
 def job_run(
     cfg: RunConfig,
@@ -173,22 +193,16 @@ def job_run(
 ) -> Iterator[mlflow.ActiveRun]:
     """Start one MLflow run for a job: params flattened from the resolved config, tags, config artifact.
 
-    In a sweep the run is nested under the sweep's parent run. An exception marks the run FAILED
-    and what was logged before it stays. ``config_text``: :func:`config_yaml` of ``cfg`` when the
-    caller already rendered it.
+    Opened only to record finished results (``steering.tracking.recorder``), so a job that fails
+    while it computes leaves no run behind. In a sweep the run is nested under the sweep's parent
+    run. An exception marks the run FAILED and what was logged before it stays. ``config_text``:
+    :func:`config_yaml` of ``cfg`` when the caller already rendered it.
     """
-    parent = sweep_parent(sweep_dir)
-    uri = parent["tracking_uri"] if parent else cfg.tracking.uri
+    uri, all_tags = job_tags(cfg, tags, sweep_dir)
     artifacts = artifact_root(uri) if cfg.tracking.offline else None
     configure(uri, cfg.tracking.experiment, cfg.cache.dir, artifacts)
-    all_tags = {"git_commit": git_commit(), **process_tags(), **tags}
-    if parent:
-        all_tags.update({"mlflow.parentRunId": parent["run_id"], "sweep_id": parent["sweep_id"], **hydra_job_tags()})
-    elif (offline := offline_sweep(sweep_dir)) is not None:  # the parent is made by steering-merge
-        all_tags.update({"sweep_id": offline["sweep_id"], **hydra_job_tags()})
     with mlflow.start_run(run_name=run_name, tags=all_tags) as run:
-        params = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in flatten(plain(cfg)).items()}
-        mlflow.log_params(params)
+        mlflow.log_params(run_params(cfg))
         mlflow.log_text(config_text if config_text is not None else config_yaml(cfg), "config.yaml")
         try:
             yield run

@@ -122,8 +122,12 @@ def train_model(
     train_config: TrainConf | None,
     checkpoint_path: str | Path,
     log_metrics: MetricLogger | None = None,
+    initial: LRMEmotionNet | None = None,
 ) -> TrainResult:
     """Train on the ``train`` split, keep the checkpoint with the best mean val Pearson r.
+
+    ``initial``: a loaded model to fine-tune (``steering.training.finetune``); None builds a new
+    one from ``model_config``.
 
     ``log_metrics(metrics, step)`` receives per-epoch curves (e.g. ``mlflow.log_metrics``).
     The checkpoint is in the reference layout with ``iteration``, ``optimizer`` and
@@ -132,7 +136,7 @@ def train_model(
     cfg = train_config if train_config is not None else TrainConf()
     check_settings(cfg)
     with cpu_threads(cfg.num_threads):
-        return _train(features_path, model_config, cfg, Path(checkpoint_path), log_metrics)
+        return _train(features_path, model_config, cfg, Path(checkpoint_path), log_metrics, initial)
 
 
 def _epoch(
@@ -171,11 +175,12 @@ def _train(
     cfg: TrainConf,
     checkpoint_path: Path,
     log_metrics: MetricLogger | None,
+    initial: LRMEmotionNet | None = None,
 ) -> TrainResult:
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = build_model(model_config).to(device)
+    model = (initial if initial is not None else build_model(model_config)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = time.perf_counter()
     with FeatureFile(features_path) as ff:
