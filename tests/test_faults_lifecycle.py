@@ -165,7 +165,7 @@ def test_predictions_far_off_the_scale_fail_the_run_with_results_kept_and_marked
     assert _runs(assets["tmp"] / "mlflow.db") == []
 
 
-def test_the_plausible_range_is_the_ratings_and_baseline_widened_a_thousand_times():
+def test_the_plausible_range_is_the_ratings_and_baseline_widened_a_million_times():
     from steering.stats.run_metrics import implausible_predictions
 
     ratings = np.linspace(-1, 1, 9)
@@ -174,10 +174,10 @@ def test_the_plausible_range_is_the_ratings_and_baseline_widened_a_thousand_time
         frame[f"base_{t}"] = ratings / 2
         frame[f"steered_{t}"] = ratings
     assert implausible_predictions(frame) is None
-    frame.loc[3, "steered_valence"] = 1 + 1000 * 2 - 1  # 999.5 widths of [-1, 1] above it
+    frame.loc[3, "steered_valence"] = 1 + 1e6 * 2 - 1  # 999,999.5 widths of [-1, 1] above it
     assert implausible_predictions(frame) is None
-    frame.loc[3, "steered_valence"] = 1 + 1000 * 2 + 1
-    assert "steered_valence reaches 2e+03" in implausible_predictions(frame)
+    frame.loc[3, "steered_valence"] = 1 + 1e6 * 2 + 1
+    assert "steered_valence reaches 2e+06" in implausible_predictions(frame)
     frame.loc[3, "steered_valence"] = 0.0
     frame["steered_arousal_draw1"] = -6.7e25  # a draw of the random controls counts too
     assert "steered_arousal reaches -6.7e+25" in implausible_predictions(frame)

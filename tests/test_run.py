@@ -205,6 +205,17 @@ def test_resume_skips_a_configuration_that_already_finished(assets, monkeypatch,
     assert other.run_id != first.run_id
 
 
+def test_resume_does_not_reuse_a_run_whose_metrics_meant_something_else(assets, compose_run):
+    """A run logged before a metric changed meaning (e.g. dr_<t>_p was Williams' p) is computed again."""
+    first = evaluate(compose_run("resume=true", "method=direct", "strength=0.5"))
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{assets['tmp']}/mlflow.db")
+    client.delete_tag(first.run_id, "results_version")  # as logged by an earlier version
+    again = evaluate(compose_run("resume=true", "method=direct", "strength=0.5"))
+    assert again.run_id != first.run_id
+    assert client.get_run(again.run_id).data.tags["results_version"]
+    assert again.metrics["dr_valence"] == pytest.approx(first.metrics["dr_valence"])
+
+
 def test_the_evaluation_runs_from_a_plan_without_any_config(assets, compose_run):
     """The computation is driven by a typed plan alone and gives what the runner logged."""
     import dataclasses

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import socket
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -60,8 +62,14 @@ def test_slurm_preset_extends_submitit_slurm():
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose(config_name="run", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
-    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
-    assert launcher.timeout_min == 60 and launcher.cpus_per_task == 4 and launcher.gpus_per_node == 0
+    module, name = launcher._target_.rsplit(".", 1)
+    target = getattr(importlib.import_module(module), name)
+    # Submitit's SLURM launcher, extended to collect every job (Hydra's plugin scan may import its module twice)
+    submitit_slurm = f"{submitit_launcher.__name__}.SlurmLauncher"
+    assert submitit_slurm in {f"{c.__module__}.{c.__qualname__}" for c in target.__mro__[1:]}
+    assert launcher.timeout_min == 60 and launcher.gpus_per_node == 0
+    # one job evaluates one configuration: the defaults fit a small node
+    assert launcher.cpus_per_task <= 2 and launcher.mem_gb <= 8
     assert "partition" in launcher and launcher.array_parallelism == 32
 
 

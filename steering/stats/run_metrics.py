@@ -87,17 +87,18 @@ def run_metrics(
 
 #: How far a steered prediction may lie outside the reference range (the evaluated clips' ratings and
 #: baseline predictions together), in widths of that range, before the run counts as implausible.
-#: At 1000 widths float32's rounding step (2^-23 of the value) reaches ~1e-4 of the range, the
-#: decimal Δr is reported to; no emotion estimate is that far off its scale.
-PLAUSIBLE_WIDTHS = 1000.0
+#: No emotion estimate is a million widths off its scale, yet untrained (random-weight) models steered
+#: with ``bypass`` on every block legitimately reach 10^3-10^5 widths, which tests and users' format
+#: checks run on; extreme strengths blow far past it (strength 1e30: ~10^25).
+PLAUSIBLE_WIDTHS = 1e6
 
 
 def implausible_predictions(predictions, widths: float = PLAUSIBLE_WIDTHS) -> str | None:
     """What is implausible about a run's steered predictions, or None.
 
     A steered prediction more than ``widths`` range-widths outside the range spanned by the ratings
-    and the baseline predictions of the same target (ratings and baseline in [-1, 1]: outside
-    [-2001, 2001]) is no emotion estimate any more: an extreme strength has pushed the model far
+    and the baseline predictions of the same target (ratings and baseline in [-1, 1]: beyond
+    ±2,000,001) is no emotion estimate any more: an extreme strength has pushed the model far
     off its scale, where a Pearson r measures float rounding (``method=bypass strength=1e30``
     shifted predictions by ~1e25 and still reported a gain). ``predictions``: the run's
     ``predictions.csv`` table.

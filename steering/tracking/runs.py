@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 #: Written by the sweep callback into the sweep directory; every job of the sweep reads it.
 PARENT_FILE = "mlflow_parent.json"
 MAX_PARAM_LENGTH = 6000
+#: What a job run's metrics mean; ``resume=true`` reuses only runs of this version. Raised whenever a
+#: logged metric changes meaning (2: ``dr_<t>_p`` is the paired-bootstrap p, Williams' p moved to
+#: ``dr_<t>_williams_p``), so a table never mixes two kinds of p.
+RESULTS_VERSION = "2"
 
 
 def git_commit(where: str | Path | None = None) -> str:
@@ -106,10 +110,14 @@ def existing_experiment(uri: str, experiment: str) -> str | None:
 
 
 def find_finished(experiment_id: str, config_digest: str) -> mlflow.entities.Run | None:
-    """The latest FINISHED run in ``experiment_id`` with this config hash (for resuming sweeps)."""
+    """The latest FINISHED run in ``experiment_id`` with this config hash and today's meaning of its
+    metrics (:data:`RESULTS_VERSION`), for resuming sweeps."""
     runs = mlflow.search_runs(
         experiment_ids=[experiment_id],
-        filter_string=f"tags.config_hash = '{config_digest}' and attributes.status = 'FINISHED'",
+        filter_string=(
+            f"tags.config_hash = '{config_digest}' and tags.results_version = '{RESULTS_VERSION}'"
+            " and attributes.status = 'FINISHED'"
+        ),
         order_by=["attributes.start_time DESC"],
         output_format="list",
         max_results=1,
@@ -170,7 +178,7 @@ def job_tags(
     parent link. Known before the run opens, so ``run.json`` can hold them for a later sync."""
     parent = sweep_parent(sweep_dir)
     uri = parent["tracking_uri"] if parent else cfg.tracking.uri
-    all_tags = {"git_commit": git_commit(), **process_tags(), **tags}
+    all_tags = {"git_commit": git_commit(), "results_version": RESULTS_VERSION, **process_tags(), **tags}
     if parent:
         all_tags.update({"mlflow.parentRunId": parent["run_id"], "sweep_id": parent["sweep_id"], **hydra_job_tags()})
     elif (offline := offline_sweep(sweep_dir)) is not None:  # the parent is made by steering-merge
