@@ -62,8 +62,10 @@ def _job_predictions(client, children, tmp) -> dict[tuple[str, ...], pd.DataFram
         ["method=bypass,direct", "priming=false,true", "alpha=0.5,1", "strength=1,2"],
         ["category=oracle,shuffled,random,predicted", "layer=conv3,conv4", "strength=1,2"],
         [
+            # not pathway=dual: bypass on every block of both pathways drives this random-weight model
+            # ~10^9 widths off its ratings, a run refused as implausible (docs/reliability.md)
             "method=bypass",
-            "pathway=valence,dual",
+            "pathway=valence,arousal",
             "layer=all",
             "binning=9bin,25bin",
             "signals.split=train,all",

@@ -87,9 +87,9 @@ def run_metrics(
 
 #: How far a steered prediction may lie outside the reference range (the evaluated clips' ratings and
 #: baseline predictions together), in widths of that range, before the run counts as implausible.
-#: No emotion estimate is a million widths off its scale, yet untrained (random-weight) models steered
-#: with ``bypass`` on every block legitimately reach 10^3-10^5 widths, which tests and users' format
-#: checks run on; extreme strengths blow far past it (strength 1e30: ~10^25).
+#: No emotion estimate is a million widths off its scale; untrained (random-weight) models steered
+#: with ``bypass`` already reach 10^3 widths at strength 1, which the limit leaves alone, while extreme
+#: strengths blow far past it (strength 1e30: ~10^25; docs/reliability.md).
 PLAUSIBLE_WIDTHS = 1e6
 
 
