@@ -57,10 +57,11 @@ def _queue(name: str) -> list[str]:
     return out.stdout.split()
 
 
-def _start_sweep(cluster, assets, name: str, *overrides: str, slow: str | None = None):
+def _start_sweep(cluster, assets, name: str, *overrides: str, slow: str | None = None, offline: bool = False):
     """``steering.run -m hydra/launcher=slurm`` in the background; returns (process, sweep dir, uri, job name).
 
-    ``slow``: ``"<job>:<start|end>:<seconds>"`` makes that job sleep on its first attempt (SlowJob above)."""
+    ``slow``: ``"<job>:<start|end>:<seconds>"`` makes that job sleep on its first attempt (SlowJob above);
+    ``offline``: ``tracking=offline`` (each job its own store) instead of the store at ``uri``."""
     tmp = assets["tmp"]
     sweep_dir, uri, job_name = tmp / name, f"sqlite:///{tmp}/{name}.db", f"steering-{uuid.uuid4().hex[:8]}"
     cmd = [
@@ -76,7 +77,7 @@ def _start_sweep(cluster, assets, name: str, *overrides: str, slow: str | None =
         *overrides,
         f"model.checkpoint={assets['checkpoint']}",
         f"data.path={assets['features']}",
-        f"tracking.uri={uri}",
+        "tracking=offline" if offline else f"tracking.uri={uri}",
         f"cache.dir={tmp}/cache",
         "binning.min_samples=3",
         "metrics.bootstrap_resamples=100",
@@ -262,3 +263,27 @@ def test_a_request_no_node_fits_stops_before_anything(slurm_cluster, assets, tmp
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"needs {cpus + 2} CPUs" in lines[0] and f"has {cpus}" in lines[0], proc.stderr
     assert not (tmp_path / "request.db").exists() and not (tmp_path / "sweep").exists()  # nothing started
+
+
+def test_offline_sweep_on_the_cluster_merges_into_the_main_store(slurm_cluster, assets):
+    """Compute nodes without a route to any server: each SLURM job logs to its own store, one command
+    merges them into the main store with the parent and the table (docs/hpc.md)."""
+    from steering.merge import main as merge_main
+
+    proc, sweep_dir, uri, job_name = _start_sweep(slurm_cluster, assets, "offline", "strength=0,1", offline=True)
+    out = _finish(proc, assets, "offline")
+    assert proc.returncode == 0, out[-3000:]
+    _wait_for(lambda: _queue(job_name) == [], 60, "the finished jobs to leave the queue")
+    assert not (sweep_dir / "mlflow_parent.json").exists() and not (sweep_dir / "mlflow_server.log").exists()
+    stores = sorted(p.parent.name for p in sweep_dir.glob("*/mlflow.db"))
+    assert stores == ["0", "1"]  # one store per job, in the job's directory
+    main = f"sqlite:///{assets['tmp']}/offline-main.db"
+    assert merge_main([str(sweep_dir), "--tracking-uri", main]) == 0
+    client = MlflowClient(main)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    (parent,) = client.search_runs(ids, "tags.sweep_role = 'parent'")
+    children = client.search_runs(ids, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(c.data.tags["sweep_job_num"] for c in children) == ["0", "1"]
+    assert {c.info.status for c in children} == {"FINISHED"}
+    table = pd.read_csv(sweep_dir / "comparison.csv")
+    assert sorted(table["strength"]) == [0, 1] and set(table["run_id"]) == {c.info.run_id for c in children}
