@@ -32,7 +32,6 @@ import shutil
 import signal
 import socket
 import sys
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +49,7 @@ from steering.stats import multiplicity as mult
 from steering.sweep import confirmation as conf
 from steering.sweep import offline, overrides
 from steering.sweep import table as tbl
+from steering.sweep.identity import launcher_name, new_sweep_id, sweep_identity
 from steering.sweep.interrupt import (
     InterruptWatch,
     bounded_cleanup,
@@ -67,7 +67,7 @@ from steering.tracking import links as ui_links
 from steering.tracking.mlflow_logs import route_mlflow_logging
 from steering.tracking.preflight import check_tracking, tracking_environment
 from steering.tracking.resume import fail_dead_sweeps
-from steering.tracking.runs import PARENT_FILE, configure, process_tags, sweep_parent
+from steering.tracking.runs import PARENT_FILE, configure, sweep_parent
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +79,16 @@ def varied_keys(config: DictConfig) -> list[str]:
     return overrides.varied_keys(*overrides.task_and_params(config))
 
 
-def _launcher_name(config: DictConfig) -> str:
-    return str(OmegaConf.select(config, "hydra.launcher._target_") or "").lower()
-
-
 def check_launcher(config: DictConfig) -> None:
     """Stop before any work (no server, no parent run) when the launcher's scheduler is not there."""
-    if "slurmlauncher" in _launcher_name(config).replace("_", "") and shutil.which("sbatch") is None:
+    if "slurmlauncher" in launcher_name(config).replace("_", "") and shutil.which("sbatch") is None:
         print(
             "steering.run: hydra/launcher=slurm needs SLURM, but `sbatch` is not on PATH; "
             "on one machine try hydra/launcher=submitit_local (docs/sweeps.md)",
             file=sys.stderr,
         )
         sys.exit(2)
-    if "steering_slurm" in _launcher_name(config):
+    if "steering_slurm" in launcher_name(config):
         check_slurm_request(config)  # a request no node fits would pend forever
 
 
@@ -118,7 +114,7 @@ def _confirm_settings(config: DictConfig) -> conf.ConfirmSettings:
         raise SystemExit(2) from None
     if confirm.enabled and OmegaConf.select(config, "data.eval_split") == confirm.split:
         log.warning("the sweep is evaluated on %s, the confirmation split: it confirms nothing", confirm.split)
-    if confirm.enabled and "submitit" in _launcher_name(config):
+    if confirm.enabled and "submitit" in launcher_name(config):
         log.warning("confirmation runs at the end of the sweep in this process (the submit host), not as a job")
     return confirm
 
@@ -173,32 +169,18 @@ def _cache_dir(config: DictConfig) -> str | None:
 def _open_parent(config: DictConfig, sweep_dir: Path, client: MlflowClient, experiment_id: str) -> dict[str, Any]:
     """Create the parent run; returns what the jobs need to nest under it (``mlflow_parent.json``)."""
     backend_uri = str(config.tracking.uri)
-    sweep_id = f"{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-    preset = OmegaConf.select(config, "hydra.runtime.choices.experiment")
-    task, params = overrides.task_and_params(config)
-    varied = overrides.varied_keys(task, params)
-    tags = {
-        tbl.TAG_SWEEP_ID: sweep_id,
-        tbl.TAG_ROLE: "parent",
-        tbl.TAG_VARIED: json.dumps(varied),
-        "sweep_dir": str(sweep_dir.resolve()),
-        "sweep_command_overrides": json.dumps(task)[:5000],
-        "sweep_launcher": _launcher_name(config) or "basic",
-        **process_tags(),
-    }
-    if preset:
-        tags[tbl.TAG_PRESET] = str(preset)
-    parent = client.create_run(experiment_id, run_name=f"sweep-{preset or 'multirun'}-{sweep_id}", tags=tags)
+    sweep = sweep_identity(config, new_sweep_id(), sweep_dir=str(sweep_dir.resolve()))
+    parent = client.create_run(experiment_id, run_name=sweep.run_name, tags=sweep.tags)
     return {
         "run_id": parent.info.run_id,
-        "sweep_id": sweep_id,
+        "sweep_id": sweep.sweep_id,
         "tracking_uri": backend_uri,
         "backend_uri": backend_uri,
         "experiment_id": experiment_id,
         "experiment": str(config.tracking.experiment),
-        "varied": varied,
+        "varied": sweep.varied,
         "planned_jobs": planned_jobs(config),
-        "preset": str(preset) if preset else None,
+        "preset": sweep.preset,
     }
 
 
@@ -276,7 +258,7 @@ class MlflowSweepCallback(Callback):
     def _maybe_start_server(
         self, config: DictConfig, backend_uri: str, sweep_dir: Path, experiment_id: str
     ) -> LocalServer | None:
-        launcher = _launcher_name(config)
+        launcher = launcher_name(config)
         parallel = any(name in launcher for name in PARALLEL_LAUNCHERS)
         if self.server == "never" or (self.server == "auto" and not parallel):
             return None

@@ -13,8 +13,6 @@ import json
 import logging
 import sys
 import time
-import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from steering.sweep import overrides
 from steering.sweep import table as tbl
 from steering.sweep.confirmation import ConfirmConfigError, confirm_settings
+from steering.sweep.identity import new_sweep_id, sweep_identity
 from steering.sweep.interrupt import planned_jobs
 from steering.tracking.offline import OFFLINE_FILE, artifact_root, offline_sweep
 from steering.tracking.runs import configure, process_tags
@@ -36,10 +35,6 @@ log = logging.getLogger(__name__)
 def is_offline(config: DictConfig) -> bool:
     """Whether this sweep's jobs log offline (``tracking.offline``)."""
     return bool(OmegaConf.select(config, "tracking.offline", default=False))
-
-
-def _launcher(config: DictConfig) -> str:
-    return str(OmegaConf.select(config, "hydra.launcher._target_") or "").lower() or "basic"
 
 
 def _check_uri(config: DictConfig) -> None:
@@ -62,30 +57,16 @@ def start_offline_sweep(config: DictConfig) -> dict[str, Any]:
     sweep_dir = Path(config.hydra.sweep.dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     earlier = offline_sweep(sweep_dir)
-    sweep_id = earlier["sweep_id"] if earlier else f"{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-    preset = OmegaConf.select(config, "hydra.runtime.choices.experiment")
-    task, params = overrides.task_and_params(config)
-    varied = overrides.varied_keys(task, params)
-    tags = {
-        tbl.TAG_SWEEP_ID: sweep_id,
-        tbl.TAG_ROLE: "parent",
-        tbl.TAG_VARIED: json.dumps(varied),
-        "sweep_command_overrides": json.dumps(task)[:5000],
-        "sweep_launcher": _launcher(config),
-        "sweep_tracking": "offline",
-        **process_tags(),
-    }
-    if preset:
-        tags[tbl.TAG_PRESET] = str(preset)
+    sweep = sweep_identity(config, earlier["sweep_id"] if earlier else new_sweep_id(), sweep_tracking="offline")
     info = {
-        "sweep_id": sweep_id,
+        "sweep_id": sweep.sweep_id,
         "experiment": str(config.tracking.experiment),
-        "varied": varied,
+        "varied": sweep.varied,
         "planned_jobs": planned_jobs(config),
-        "preset": str(preset) if preset else None,
-        "run_name": f"sweep-{preset or 'multirun'}-{sweep_id}",
+        "preset": sweep.preset,
+        "run_name": sweep.run_name,
         "start_time": earlier["start_time"] if earlier else int(time.time() * 1000),
-        "tags": tags,
+        "tags": sweep.tags,
     }
     atomic_write_text(sweep_dir / OFFLINE_FILE, json.dumps(info, indent=2))
     if _confirms(config):
@@ -97,7 +78,7 @@ def start_offline_sweep(config: DictConfig) -> dict[str, Any]:
     log.info(
         "sweep %s runs offline: each job logs into mlflow.db in its own directory under %s; "
         "afterwards merge them with: steering-merge %s --tracking-uri <main store>",
-        sweep_id,
+        sweep.sweep_id,
         sweep_dir,
         sweep_dir,
     )
