@@ -308,6 +308,35 @@ def slurm_cluster():
         cluster.start(accounting=True)  # as it was found
 
 
+# --------------------------------------------------------------------------- hostile inputs (fault matrix)
+class WritesAFile:
+    """A pickle payload: unpickling it would create ``path`` (a file that ran no code of ours)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+@pytest.fixture(scope="session")
+def writes_a_file():
+    """The class of a pickle payload that creates a file when unpickled (checkpoints must never run it)."""
+    return WritesAFile
+
+
+@pytest.fixture(scope="module")
+def fault_inputs(tmp_path_factory, make_feature_arrays, reference_state):
+    """A valid reference-size checkpoint (numpy values as old checkpoints hold them) and feature file."""
+    from steering.data import write_feature_file
+
+    tmp = tmp_path_factory.mktemp("faults")
+    checkpoint = tmp / "ref.pth"
+    torch.save({"model": reference_state(), "best_val_pearson": np.float64(0.5), "iteration": np.int64(3)}, checkpoint)
+    features = write_feature_file(tmp / "feats.h5", *make_feature_arrays(n=120, frames=32, seed=5))
+    return {"tmp": tmp, "checkpoint": checkpoint, "features": features}
+
+
 # --------------------------------------------------------------------------- isolation
 @pytest.fixture(autouse=True)
 def _one_torch_thread():

@@ -34,23 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
 
 
-class _WritesAFile:
-    """A pickle payload: unpickling it would create ``path``."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
-
-
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, make_feature_arrays, reference_state):
-    tmp = tmp_path_factory.mktemp("faults")
-    checkpoint = tmp / "ref.pth"
-    torch.save({"model": reference_state(), "best_val_pearson": np.float64(0.5), "iteration": np.int64(3)}, checkpoint)
-    features = write_feature_file(tmp / "feats.h5", *make_feature_arrays(n=120, frames=32, seed=5))
-    return {"tmp": tmp, "checkpoint": checkpoint, "features": features}
+def inputs(fault_inputs):
+    return fault_inputs
 
 
 def _digest(path: Path) -> str:
@@ -94,7 +80,7 @@ def _vec(n=128, value=0.1):
     return [value] * n
 
 
-def _case_files(tmp: Path, write_features, reference_state) -> dict[str, tuple[list[str], str]]:
+def _case_files(tmp: Path, write_features, reference_state, writes_a_file) -> dict[str, tuple[list[str], str]]:
     """Override lists that point at bad files, with the text the message must contain."""
     nan_feat = write_features(tmp, "nan_feat.h5", lambda f, v, a: f.__setitem__(np.s_[:, 3, 5], np.nan))
     nan_rating = write_features(tmp, "nan_rating.h5", lambda f, v, a: a.__setitem__(4, np.inf))
@@ -105,7 +91,7 @@ def _case_files(tmp: Path, write_features, reference_state) -> dict[str, tuple[l
     with h5py.File(no_keys, "w") as h5:
         h5["feature"] = np.zeros((4, 32, 64), np.float32)
     evil = tmp / "evil.pth"
-    torch.save({"model": reference_state(), "payload": _WritesAFile(tmp / "PWNED")}, evil)
+    torch.save({"model": reference_state(), "payload": writes_a_file(tmp / "PWNED")}, evil)
     garbage = tmp / "garbage.pth"
     garbage.write_bytes(np.random.default_rng(0).bytes(2048))  # fixed bytes: one reproducible failure
     partial = tmp / "partial.pth"
@@ -168,8 +154,8 @@ if not torch.cuda.is_available():
 
 
 @pytest.fixture(scope="module")
-def file_cases(inputs, write_features, reference_state):
-    return _case_files(inputs["tmp"], write_features, reference_state)
+def file_cases(inputs, write_features, reference_state, writes_a_file):
+    return _case_files(inputs["tmp"], write_features, reference_state, writes_a_file)
 
 
 def _assert_refused(inputs, tmp: Path, overrides: list[str], expected: str) -> None:

@@ -27,7 +27,7 @@ import torch
 from omegaconf import OmegaConf
 
 from steering.cli import error_line
-from steering.data import FeatureFile, write_feature_file
+from steering.data import FeatureFile
 from steering.tracking.job import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,23 +37,9 @@ LIMIT_S = 60
 TORCH_ADVICE = ("weights_only", "add_safe_globals", "PyTorch 2.6", "file an issue")
 
 
-class _WritesAFile:
-    """A pickle payload: unpickling it would create ``path``."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
-
-
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, make_feature_arrays, reference_state):
-    tmp = tmp_path_factory.mktemp("hostile")
-    checkpoint = tmp / "ref.pth"
-    torch.save({"model": reference_state(), "iteration": 3}, checkpoint)
-    features = write_feature_file(tmp / "feats.h5", *make_feature_arrays(n=120, frames=32, seed=5))
-    return {"tmp": tmp, "checkpoint": checkpoint, "features": features}
+def inputs(fault_inputs):
+    return fault_inputs
 
 
 def _digest(path: Path) -> str:
@@ -421,7 +407,7 @@ def test_random_bytes_are_not_a_readable_pytorch_file(tmp_path, seed):
         assert "not a readable PyTorch file" in line and "trust_pickle" not in line
 
 
-def test_legacy_saves_and_plain_pickles_name_the_blocked_type(tmp_path, reference_state):
+def test_legacy_saves_and_plain_pickles_name_the_blocked_type(tmp_path, reference_state, writes_a_file):
     marker = tmp_path / "PWNED"
     state = {"model": reference_state(), "ratio": Fraction(1, 3)}
     for protocol in (2, 4):
@@ -429,7 +415,7 @@ def test_legacy_saves_and_plain_pickles_name_the_blocked_type(tmp_path, referenc
         torch.save(state, legacy, _use_new_zipfile_serialization=False, pickle_protocol=protocol)
         assert "refusing to unpickle fractions.Fraction" in _load_line(legacy)
     plain = tmp_path / "plain.pkl"
-    plain.write_bytes(pickle.dumps({"model": {}, "payload": _WritesAFile(marker)}))
+    plain.write_bytes(pickle.dumps({"model": {}, "payload": writes_a_file(marker)}))
     for trust in (False, True):  # torch cannot load a plain pickle: trusting it would only run its code
         line = _load_line(plain, trust)
         assert "a plain pickle, not a PyTorch file; refusing to unpickle io.open" in line
