@@ -242,6 +242,18 @@ def test_strength_figure_says_step_in_the_panel_and_asks_its_question():
     assert not any(ax.texts for ax in graded.axes)
 
 
+def test_one_positive_strength_still_shows_its_interval():
+    """A band over a single strength has no width: that row's interval must be drawn as a bar."""
+    table = strength_table({"valence": [0.1, -0.08], "arousal": [-0.2, -0.09]}, se=0.1, strengths=[0.0, 1.0])
+    fig = figures.draw_strength(table, figures.FigureContext("sid"))
+    for ax, t in zip(fig.axes, ("valence", "arousal")):
+        bars = [c for c in ax.containers if list(c.lines[0].get_xdata()) == [1.0]]
+        assert len(bars) == 1, t
+        (segments,) = [lc.get_segments() for lc in bars[0].lines[2]]
+        low, high = segments[0][:, 1]
+        assert (low, high) == pytest.approx((table.loc[1, f"dr_{t}_ci_low"], table.loc[1, f"dr_{t}_ci_high"]))
+
+
 def test_links_open_the_model_training_view():
     assert links.run_path("3") == "#/experiments/3/runs?workflowType=machine_learning"
     assert links.run_path("3", "abc") == "#/experiments/3/runs/abc?workflowType=machine_learning"

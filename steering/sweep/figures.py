@@ -120,6 +120,9 @@ def draw_strength(table: pd.DataFrame, context: FigureContext | None = None):
         for ax, t in zip(axes, TARGETS):
             (line,) = ax.plot(pos["strength"], pos[f"dr_{t}"], marker=marker, color=colour, label=label)
             ax.fill_between(pos["strength"], pos[f"dr_{t}_ci_low"], pos[f"dr_{t}_ci_high"], color=colour, alpha=0.15)
+            if len(pos) == 1:  # a band over one strength has no width: its interval as a bar
+                err = [pos[f"dr_{t}"] - pos[f"dr_{t}_ci_low"], pos[f"dr_{t}_ci_high"] - pos[f"dr_{t}"]]
+                ax.errorbar(pos["strength"], pos[f"dr_{t}"], yerr=err, fmt=marker, color=colour, capsize=3)
             if len(zero):  # dodged sideways inside the linear part so that overlapping bars stay visible
                 dodge = (i - (len(groups) - 1) / 2) * 0.12 * linthresh / max(len(groups), 1)
                 err = [zero[f"dr_{t}"] - zero[f"dr_{t}_ci_low"], zero[f"dr_{t}_ci_high"] - zero[f"dr_{t}"]]
