@@ -148,24 +148,6 @@ def setup_error_line(exc: Exception, backend_uri: str) -> str:
     return one_line(TrackingError(f"{backend_uri}: the sweep's tracking set-up failed: {type(exc).__name__}: {first}"))
 
 
-def _partition(config: DictConfig) -> str | None:
-    """The SLURM partition the launcher submits to, if set (and it resolves here)."""
-    try:
-        partition = OmegaConf.select(config, "hydra.launcher.partition", default=None)
-    except Exception:  # an interpolation that cannot resolve here: all partitions
-        return None
-    return str(partition) if partition else None
-
-
-def _cache_dir(config: DictConfig) -> str | None:
-    """``cache.dir`` of the sweep's config (where the new store's template lives), if it resolves."""
-    try:
-        directory = OmegaConf.select(config, "cache.dir", default=None)
-    except Exception:  # an interpolation that cannot resolve here: MLflow creates the store itself
-        return None
-    return str(directory) if directory else None
-
-
 def _open_parent(config: DictConfig, sweep_dir: Path, client: MlflowClient, experiment_id: str) -> dict[str, Any]:
     """Create the parent run; returns what the jobs need to nest under it (``mlflow_parent.json``)."""
     backend_uri = str(config.tracking.uri)
@@ -244,7 +226,8 @@ class MlflowSweepCallback(Callback):
         server behind, and nothing has been launched yet."""
         backend_uri = str(config.tracking.uri)
         resume = bool(OmegaConf.select(config, "resume"))
-        experiment_id, client = _open_store(backend_uri, str(config.tracking.experiment), resume, _cache_dir(config))
+        cache_dir = overrides.resolved_or_none(config, "cache.dir")  # where a new store's template lives
+        experiment_id, client = _open_store(backend_uri, str(config.tracking.experiment), resume, cache_dir)
         server = self._maybe_start_server(config, backend_uri, sweep_dir, experiment_id)
         try:
             info = _open_parent(config, sweep_dir, client, experiment_id)
@@ -265,7 +248,8 @@ class MlflowSweepCallback(Callback):
         if not backend_uri.startswith("sqlite:"):
             return None  # already a server (tracking=server) or a file store: use it as it is
         advertise = self.advertise_host or (socket.getfqdn() if self.host == "0.0.0.0" else None)
-        if "slurm" in launcher and self.host.startswith("127.") and nodes_elsewhere(_partition(config)):
+        partition = overrides.resolved_or_none(config, "hydra.launcher.partition")
+        if "slurm" in launcher and self.host.startswith("127.") and nodes_elsewhere(partition):
             log.warning(
                 "SLURM jobs cannot reach a server on %s; use tracking=server or "
                 "hydra.callbacks.mlflow_sweep.host=0.0.0.0",

@@ -92,14 +92,6 @@ def _confirms(config: DictConfig) -> bool:
         return False
 
 
-def _cache_dir(config: DictConfig) -> str | None:
-    try:
-        directory = OmegaConf.select(config, "cache.dir", default=None)
-    except Exception:  # an interpolation that cannot resolve here: MLflow creates the store itself
-        return None
-    return str(directory) if directory else None
-
-
 def record_failed_job(config: DictConfig, job_return: JobReturn) -> None:
     """In an offline sweep (else nothing): the failed job's run in its own store is FAILED with tag
     ``sweep_error``; one is created when the job failed before its run existed."""
@@ -110,7 +102,7 @@ def record_failed_job(config: DictConfig, job_return: JobReturn) -> None:
     error = job_return._return_value  # reading .return_value would re-raise
     message = f"{type(error).__name__}: {error}"[:1000]
     num = str(config.hydra.job.num)
-    experiment_id = configure(uri, experiment, _cache_dir(config), artifact_root(uri))
+    experiment_id = configure(uri, experiment, overrides.resolved_or_none(config, "cache.dir"), artifact_root(uri))
     client = MlflowClient(uri)
     query = f"tags.{tbl.TAG_SWEEP_ID} = '{sweep['sweep_id']}' and tags.{tbl.TAG_JOB} = '{num}'"
     latest = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)

@@ -80,6 +80,16 @@ def values_of(key: str, task: Iterable[str], params: Mapping[str, Any] | None = 
     return found
 
 
+def resolved_or_none(config: DictConfig, key: str) -> str | None:
+    """``key`` of the sweep's config as text, or None when unset or when its interpolation cannot
+    resolve in the sweep's process (e.g. ``${hydra:runtime.output_dir}``, known only in a job)."""
+    try:
+        value = OmegaConf.select(config, key, default=None)
+    except Exception:
+        return None
+    return str(value) if value else None
+
+
 def _value_text(override: Override) -> str:
     """The value as the user wrote it (quotes and spacing kept: it names the choice in the tables)."""
     return override.input_line.partition("=")[2] if override.input_line else str(override.value())
