@@ -327,14 +327,30 @@ def writes_a_file():
 
 @pytest.fixture(scope="module")
 def fault_inputs(tmp_path_factory, make_feature_arrays, reference_state):
-    """A valid reference-size checkpoint (numpy values as old checkpoints hold them) and feature file."""
+    """A valid reference-size checkpoint (numpy values as old checkpoints hold them) and feature file, and
+    ``config(tmp, *overrides)``: a run's typed config on them, storing everything under ``tmp``."""
+    from omegaconf import OmegaConf
+
     from steering.data import write_feature_file
 
     tmp = tmp_path_factory.mktemp("faults")
     checkpoint = tmp / "ref.pth"
     torch.save({"model": reference_state(), "best_val_pearson": np.float64(0.5), "iteration": np.int64(3)}, checkpoint)
     features = write_feature_file(tmp / "feats.h5", *make_feature_arrays(n=120, frames=32, seed=5))
-    return {"tmp": tmp, "checkpoint": checkpoint, "features": features}
+
+    def config(run_tmp: Path, *overrides: str):
+        base = [
+            f"model.checkpoint={checkpoint}",
+            f"data.path={features}",
+            f"tracking.uri=sqlite:///{run_tmp}/mlflow.db",
+            f"cache.dir={run_tmp}/cache",
+            f"demo.cache_dir={run_tmp}/demo",
+            "binning.min_samples=3",
+            "metrics.bootstrap_resamples=100",
+        ]
+        return OmegaConf.to_object(_compose(*base, *overrides))
+
+    return {"tmp": tmp, "checkpoint": checkpoint, "features": features, "config": config}
 
 
 # --------------------------------------------------------------------------- isolation

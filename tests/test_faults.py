@@ -22,8 +22,6 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from steering.cli import error_line
 from steering.data import write_feature_file
@@ -31,7 +29,6 @@ from steering.errors import ResultError
 from steering.tracking.job import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = str(ROOT / "conf")
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +41,7 @@ def _digest(path: Path) -> str:
 
 
 def _cfg(inputs, tmp: Path, *overrides: str):
-    base = [
-        f"model.checkpoint={inputs['checkpoint']}",
-        f"data.path={inputs['features']}",
-        f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-        f"cache.dir={tmp}/cache",
-        f"demo.cache_dir={tmp}/demo",
-        "binning.min_samples=3",
-        "metrics.bootstrap_resamples=100",
-    ]
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return OmegaConf.to_object(compose(config_name="run", overrides=[*base, *overrides]))
+    return inputs["config"](tmp, *overrides)
 
 
 @pytest.fixture(scope="module")

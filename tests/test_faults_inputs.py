@@ -46,29 +46,17 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _cfg(compose_config, inputs, tmp: Path, *overrides: str):
-    base = [
-        f"model.checkpoint={inputs['checkpoint']}",
-        f"data.path={inputs['features']}",
-        f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-        f"cache.dir={tmp}/cache",
-        f"demo.cache_dir={tmp}/demo",
-        "binning.min_samples=3",
-        "metrics.bootstrap_resamples=100",
-        "batch_size=16",
-    ]
-    return OmegaConf.to_object(compose_config(*base, *overrides))
+def _cfg(inputs, tmp: Path, *overrides: str):
+    return inputs["config"](tmp, "batch_size=16", *overrides)
 
 
-def _refused(
-    compose_config, inputs, tmp: Path, overrides: list[str], expected: str, hostile: Path | None = None
-) -> str:
+def _refused(inputs, tmp: Path, overrides: list[str], expected: str, hostile: Path | None = None) -> str:
     """Run the job on ``overrides``; assert a known one-line error containing ``expected`` and no trace left."""
     watched = [inputs["checkpoint"], inputs["features"], *([hostile] if hostile else [])]
     before = {p: _digest(p) for p in watched}
     started = time.monotonic()
     with pytest.raises(Exception) as info:
-        evaluate(_cfg(compose_config, inputs, tmp, *overrides), results_dir=tmp / "out")
+        evaluate(_cfg(inputs, tmp, *overrides), results_dir=tmp / "out")
     seconds = time.monotonic() - started
     line = error_line(info.value)
     assert line is not None, f"{type(info.value).__name__} is not a known error: {info.value}"
@@ -120,27 +108,25 @@ BOMBS = {
 
 
 @pytest.mark.parametrize("case", sorted(BOMBS))
-def test_declared_shapes_are_bounded_before_any_data_is_read(compose_config, inputs, tmp_path, case):
+def test_declared_shapes_are_bounded_before_any_data_is_read(inputs, tmp_path, case):
     n, frames, chunks, expected = BOMBS[case]
     bomb = _declaring(tmp_path / f"{case}.h5", n, frames, chunks=chunks)
     assert bomb.stat().st_size < 64 << 10  # the whole file is a few KB
-    line = _refused(compose_config, inputs, tmp_path, [f"data.path={bomb}"], expected, hostile=bomb)
+    line = _refused(inputs, tmp_path, [f"data.path={bomb}"], expected, hostile=bomb)
     assert line.startswith(f"error: {bomb}: ")
 
 
-def test_a_rating_chunk_larger_than_its_dataset_is_refused(compose_config, inputs, tmp_path):
+def test_a_rating_chunk_larger_than_its_dataset_is_refused(inputs, tmp_path):
     """120 ratings in a resizable dataset whose one chunk would decompress to 1 GiB (declared, not written)."""
     bomb = tmp_path / "chunk_bomb.h5"
     with h5py.File(inputs["features"], "r") as src, h5py.File(bomb, "w") as dst:
         for key in ("feature", "arousal", "audio_name"):
             dst[key] = src[key][:]
         dst.create_dataset("valence", shape=(120,), dtype="f4", chunks=(1 << 28,), maxshape=(None,), compression="gzip")
-    _refused(compose_config, inputs, tmp_path, [f"data.path={bomb}"], "'valence' is stored in HDF5 chunks", bomb)
+    _refused(inputs, tmp_path, [f"data.path={bomb}"], "'valence' is stored in HDF5 chunks", bomb)
 
 
-def test_a_batch_of_long_clips_that_cannot_fit_is_refused_before_any_forward(
-    compose_config, inputs, tmp_path, reference_state
-):
+def test_a_batch_of_long_clips_that_cannot_fit_is_refused_before_any_forward(inputs, tmp_path, reference_state):
     from steering.assets.validation import device_memory
 
     wide = tmp_path / "wide.pth"  # 64 channels in the first block, as in the reference Cnn6
@@ -155,7 +141,6 @@ def test_a_batch_of_long_clips_that_cannot_fit_is_refused_before_any_forward(
         h5["feature"][0] = np.random.default_rng(0).normal(-40, 10, (frames, 64))  # stored: no bomb
         _small_rest(h5, n)
     line = _refused(
-        compose_config,
         inputs,
         tmp_path,
         [f"model.checkpoint={wide}", f"data.path={long_clips}", f"batch_size={batch}"],
@@ -241,23 +226,23 @@ LINKED = {
 
 
 @pytest.mark.parametrize("case", sorted(LINKED))
-def test_features_outside_the_file_or_unreadable_are_one_line(compose_config, inputs, tmp_path, case):
+def test_features_outside_the_file_or_unreadable_are_one_line(inputs, tmp_path, case):
     make, expected = LINKED[case]
     hostile = make(tmp_path, inputs["features"])
-    line = _refused(compose_config, inputs, tmp_path, [f"data.path={hostile}"], expected, hostile=hostile)
+    line = _refused(inputs, tmp_path, [f"data.path={hostile}"], expected, hostile=hostile)
     assert line.startswith(f"error: {hostile}: ") or str(hostile.resolve()) in line
 
 
 # --------------------------------------------------------------------------- JSON and YAML readers
-def test_signal_json_nested_200000_deep_is_one_line(compose_config, inputs, tmp_path):
+def test_signal_json_nested_200000_deep_is_one_line(inputs, tmp_path):
     deep = tmp_path / "deep.json"
     deep.write_text('{"metadata": ' + "[" * 200_000 + "]" * 200_000 + "}")
-    line = _refused(compose_config, inputs, tmp_path, [f"signals.path={deep}"], "nested too deeply", hostile=deep)
+    line = _refused(inputs, tmp_path, [f"signals.path={deep}"], "nested too deeply", hostile=deep)
     assert line.startswith(f"error: {deep}: ")
     # Nesting the reader survives but later code would recurse through is refused as well.
     merely_deep = tmp_path / "deep100.json"
     merely_deep.write_text('{"metadata": {"a": ' + "[" * 100 + "]" * 100 + "}}")
-    _refused(compose_config, inputs, tmp_path, [f"signals.path={merely_deep}"], "nested more than 64 levels")
+    _refused(inputs, tmp_path, [f"signals.path={merely_deep}"], "nested more than 64 levels")
 
 
 @pytest.mark.parametrize(
@@ -269,11 +254,11 @@ def test_signal_json_nested_200000_deep_is_one_line(compose_config, inputs, tmp_
         ({"checkpoint_hash": 7}, "metadata.checkpoint_hash must be a JSON str"),
     ],
 )
-def test_signal_provenance_of_the_wrong_type_is_one_line(compose_config, inputs, tmp_path, metadata, expected):
+def test_signal_provenance_of_the_wrong_type_is_one_line(inputs, tmp_path, metadata, expected):
     path = tmp_path / "signals.json"
     entry = {"valence_128d": [0.1] * 128, "arousal_128d": [0.1] * 128, "samples_count": 5}
     path.write_text(json.dumps({"positive_moderate": entry, "metadata": metadata}))
-    line = _refused(compose_config, inputs, tmp_path, [f"signals.path={path}"], expected, hostile=path)
+    line = _refused(inputs, tmp_path, [f"signals.path={path}"], expected, hostile=path)
     assert line.startswith(f"error: {path}: ")
 
 
@@ -299,19 +284,16 @@ def test_python_tag_in_a_binning_yaml_is_one_line_and_never_runs(tmp_path):
 
 
 # --------------------------------------------------------------------------- min_samples before extraction
-def test_min_samples_no_category_reaches_is_refused_before_extraction(compose_config, inputs, tmp_path, monkeypatch):
+def test_min_samples_no_category_reaches_is_refused_before_extraction(inputs, tmp_path, monkeypatch):
     from steering.signals import extract
 
     def never(*_a, **_k):
         raise AssertionError("signals were extracted before min_samples was checked")
 
     monkeypatch.setattr(extract, "pass1_activations", never)
-    line = _refused(
-        compose_config, inputs, tmp_path, ["binning.min_samples=1000"], "binning.min_samples: 1000: 0 categories"
-    )
+    line = _refused(inputs, tmp_path, ["binning.min_samples=1000"], "binning.min_samples: 1000: 0 categories")
     assert str(inputs["features"]) in line
     _refused(
-        compose_config,
         inputs,
         tmp_path,
         ["category=shuffled", "binning.min_samples=30"],
@@ -319,18 +301,17 @@ def test_min_samples_no_category_reaches_is_refused_before_extraction(compose_co
     )
 
 
-def test_a_fixed_target_below_min_samples_is_refused_before_extraction(compose_config, inputs, tmp_path):
+def test_a_fixed_target_below_min_samples_is_refused_before_extraction(inputs, tmp_path):
     from steering.data import split_indices
     from steering.data.binning import Binning
 
-    binning = Binning.from_conf(_cfg(compose_config, inputs, tmp_path).binning)
+    binning = Binning.from_conf(_cfg(inputs, tmp_path).binning)
     with FeatureFile(inputs["features"]) as ff:
         train = split_indices(len(ff), "train")
         names, counts = np.unique(binning.categorize(ff.valence[train], ff.arousal[train]), return_counts=True)
     rare, most = names[np.argmin(counts)], int(counts.max())
     assert counts.min() < most  # the fixture has a category smaller than the largest one
     _refused(
-        compose_config,
         inputs,
         tmp_path,
         ["category=fixed", f"category.target={rare}", f"binning.min_samples={most}"],
@@ -361,10 +342,8 @@ def test_signals_app_checks_min_samples_before_extraction(compose_config, inputs
 
 
 # --------------------------------------------------------------------------- signals of another checkpoint
-def test_signals_of_another_checkpoint_are_warned_about_and_tagged(
-    compose_config, inputs, tmp_path, reference_state, caplog
-):
-    first = evaluate(_cfg(compose_config, inputs, tmp_path), results_dir=tmp_path / "a")
+def test_signals_of_another_checkpoint_are_warned_about_and_tagged(inputs, tmp_path, reference_state, caplog):
+    first = evaluate(_cfg(inputs, tmp_path), results_dir=tmp_path / "a")
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     assert client.get_run(first.run_id).data.tags["signals_other_checkpoint"] == "false"
     signals = tmp_path / "a" / "signals_9bin.json"
@@ -372,7 +351,7 @@ def test_signals_of_another_checkpoint_are_warned_about_and_tagged(
     torch.save({"model": reference_state(seed=1)}, other)
     caplog.clear()
     second = evaluate(
-        _cfg(compose_config, inputs, tmp_path, f"model.checkpoint={other}", f"signals.path={signals}"),
+        _cfg(inputs, tmp_path, f"model.checkpoint={other}", f"signals.path={signals}"),
         results_dir=tmp_path / "b",
     )
     tags = client.get_run(second.run_id).data.tags
@@ -380,7 +359,7 @@ def test_signals_of_another_checkpoint_are_warned_about_and_tagged(
     assert "extracted with another checkpoint" in caplog.text
     # The same file with the checkpoint it came from: no warning, no tag.
     caplog.clear()
-    third = evaluate(_cfg(compose_config, inputs, tmp_path, f"signals.path={signals}"), results_dir=tmp_path / "c")
+    third = evaluate(_cfg(inputs, tmp_path, f"signals.path={signals}"), results_dir=tmp_path / "c")
     assert client.get_run(third.run_id).data.tags["signals_other_checkpoint"] == "false"
     assert "another checkpoint" not in caplog.text
 
@@ -430,15 +409,15 @@ def test_legacy_saves_and_plain_pickles_name_the_blocked_type(tmp_path, referenc
 
 
 # --------------------------------------------------------------------------- the random control's cache
-def test_tampered_pass1_activation_cache_is_detected_and_recomputed(compose_config, inputs, tmp_path, caplog):
+def test_tampered_pass1_activation_cache_is_detected_and_recomputed(inputs, tmp_path, caplog):
     overrides = ("method=bypass", "strength=2", "category=random", "category.draws=2")
-    first = evaluate(_cfg(compose_config, inputs, tmp_path, *overrides), results_dir=tmp_path / "a")
+    first = evaluate(_cfg(inputs, tmp_path, *overrides), results_dir=tmp_path / "a")
     (cached,) = (tmp_path / "cache" / "activations").glob("pass1_*.npz")
     with np.load(cached) as stored:
         original = {k: stored[k] for k in stored.files}
     np.savez(cached, **{k: np.full_like(v, 7.0) for k, v in original.items()})  # a valid file with other values
     caplog.clear()
-    second = evaluate(_cfg(compose_config, inputs, tmp_path, *overrides), results_dir=tmp_path / "b")
+    second = evaluate(_cfg(inputs, tmp_path, *overrides), results_dir=tmp_path / "b")
     assert "does not match its checksum" in caplog.text
     assert second.metrics["dr_valence"] == pytest.approx(first.metrics["dr_valence"])
     assert second.metrics["dr_arousal"] == pytest.approx(first.metrics["dr_arousal"])
