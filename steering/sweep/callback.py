@@ -80,7 +80,8 @@ def varied_keys(config: DictConfig) -> list[str]:
 
 
 def check_launcher(config: DictConfig) -> None:
-    """Stop before any work (no server, no parent run) when the launcher's scheduler is not there."""
+    """Stop before any work (no server, no parent run) when the launcher's scheduler is not there, its
+    request fits no node or one of its options cannot work: one line on stderr, exit 2."""
     if "slurmlauncher" in launcher_name(config).replace("_", "") and shutil.which("sbatch") is None:
         print(
             "steering.run: hydra/launcher=slurm needs SLURM, but `sbatch` is not on PATH; "
@@ -88,8 +89,13 @@ def check_launcher(config: DictConfig) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-    if "steering_slurm" in launcher_name(config):
-        check_slurm_request(config)  # a request no node fits would pend forever
+    try:
+        if "steering_slurm" in launcher_name(config):
+            check_slurm_request(config)  # a request no node fits would pend forever
+        check_launcher_options(config)
+    except SteeringError as exc:  # Hydra only warns about a callback's exception; SystemExit stops the sweep
+        print(one_line(exc), file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 @dataclass
@@ -191,7 +197,6 @@ class MlflowSweepCallback(Callback):
     # -- sweep start -------------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_launcher(config)
-        check_launcher_options(config)
         if offline.is_offline(config):  # tracking=offline: no store, server or parent here (steering-merge)
             offline.start_offline_sweep(config)
             return

@@ -6,12 +6,11 @@ work (``hydra.launcher.n_jobs=0``) would end in their traceback after the sweep 
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from steering.errors import ConfigError, one_line
+from steering.errors import ConfigError
 
 #: Launcher options that count workers or tasks: at least one (joblib's n_jobs may also be negative,
 #: -1 meaning every core; only 0 means nothing).
@@ -31,14 +30,11 @@ def launcher_problem(options: dict[str, Any]) -> ConfigError | None:
 
 
 def check_launcher_options(config: DictConfig) -> None:
-    """Stop the sweep in one line (exit 2) on a launcher option that cannot work.
-
-    A callback's exception only becomes a warning in Hydra, so this exits like ``check_launcher``.
-    """
+    """Raise the :class:`ConfigError` of the first launcher option that cannot work (see
+    :func:`launcher_problem`); the sweep callback stops on it before anything starts."""
     launcher = OmegaConf.select(config, "hydra.launcher", default=None)
     if launcher is None:
         return
     problem = launcher_problem(OmegaConf.to_container(launcher, resolve=True))  # type: ignore[arg-type]
     if problem is not None:
-        print(one_line(problem), file=sys.stderr, flush=True)
-        raise SystemExit(2)
+        raise problem

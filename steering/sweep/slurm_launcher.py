@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,7 +35,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from steering.errors import SteeringError, one_line
+from steering.errors import SteeringError
 from steering.sweep import slurm_queue as queue
 from steering.sweep import table as tbl
 from steering.tracking.runs import sweep_parent
@@ -83,14 +82,9 @@ def check_request(params: Mapping[str, Any]) -> None:
 
 
 def check_slurm_request(config: DictConfig) -> None:
-    """:func:`check_request` for the sweep's config at its start: one line on stderr and exit 2 on failure."""
+    """:func:`check_request` for the sweep's config at its start."""
     keys = ("partition", "cpus_per_task", "tasks_per_node", "mem_gb")
-    params = {key: OmegaConf.select(config, f"hydra.launcher.{key}", default=None) for key in keys}
-    try:
-        check_request(params)
-    except SlurmRequestError as exc:
-        print(one_line(exc), file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+    check_request({key: OmegaConf.select(config, f"hydra.launcher.{key}", default=None) for key in keys})
 
 
 def before_job(launcher: Any, job_num: int) -> None:
