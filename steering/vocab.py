@@ -23,3 +23,9 @@ SPLIT_SCHEMES: tuple[str, ...] = ("threeway", "legacy")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 #: Where ``category=predicted`` takes each sample's category from: the final prediction or pass 1.
 CATEGORY_SOURCES: tuple[str, ...] = ("final", "pass1")
+#: How a run's steering signals are made (``signals.method``): category means, each clip's nearest training
+#: clips, or vectors fitted by gradient descent (docs/signals.md).
+SIGNAL_METHODS: tuple[str, ...] = ("mean", "knn", "optimized")
+#: Which labels the signals are made from (``signals.labels``): the clips' own ratings, ratings permuted
+#: among the clips (a control), or none at all (one vector for every clip, a control).
+SIGNAL_LABELS: tuple[str, ...] = ("observed", "permuted", "none")

@@ -22,7 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steering.config.fields import MISSING, Checked, choice, integer, number
-from steering.vocab import CATEGORY_SOURCES, LAYER_CHOICES, PATHWAY_CHOICES, PRECISIONS, SPLIT_SCHEMES, SPLITS
+from steering.vocab import (
+    CATEGORY_SOURCES,
+    LAYER_CHOICES,
+    PATHWAY_CHOICES,
+    PRECISIONS,
+    SIGNAL_LABELS,
+    SIGNAL_METHODS,
+    SPLIT_SCHEMES,
+    SPLITS,
+)
 
 RESAMPLERS = ("auto", "soxr_hq", "poly")
 
@@ -198,11 +207,32 @@ class DemoConf(Checked):
 
 # --------------------------------------------------------------------------- steering.run
 @dataclass
+class OptimizeConf(Checked):
+    """``signals.optimize``: gradient descent of ``signals.method=optimized`` (docs/signals.md)."""
+
+    # Most steps per step size; the best step on the held-out clips is kept (early stopping).
+    steps: int = integer(200, ge=1)
+    # Candidate step sizes (Adam); the one with the lowest held-out loss wins.
+    step_sizes: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1])
+    # Stop after this many steps without a better held-out loss.
+    patience: int = integer(20, ge=1)
+    # Share of the signal split's clips held out for early stopping and the step size (never fitted on).
+    holdout: float = number(0.2, gt=0.0, lt=1.0)
+
+
+@dataclass
 class SignalsConf(Checked):
-    """``signals``: a signal file, or the split they are extracted from."""
+    """``signals``: a signal file, or the split they are made from and how (docs/signals.md)."""
 
     path: str | None = None
     split: str = choice("train", SPLITS)
+    # mean: category means; knn: each clip's k nearest training clips; optimized: fitted vectors.
+    method: str = choice("mean", SIGNAL_METHODS)
+    # signals.method=knn: neighbours per clip (more than the split has: all of them, the grand mean).
+    k: int = integer(10, ge=1)
+    # observed: the clips' own ratings; permuted: ratings permuted among the clips; none: one vector for all.
+    labels: str = choice("observed", SIGNAL_LABELS)
+    optimize: OptimizeConf = field(default_factory=OptimizeConf)
 
 
 @dataclass
