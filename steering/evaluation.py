@@ -40,6 +40,7 @@ from steering.engine.core import SharedPass
 from steering.engine.reuse import SweepReuse, family_key, reuse_key
 from steering.engine.store import ChunkMemory, SharedPassStore, shared_key
 from steering.signals import SignalSet
+from steering.signals.knn import knn_signals
 from steering.signals.reference import reference_activations, reference_indices
 from steering.stats.metrics import pearson
 from steering.stats.run_metrics import run_metrics
@@ -74,6 +75,8 @@ class EvaluationPlan:
     confidence: float = 0.95
     metrics_seed: int = 0
     signals_split: str = "train"
+    signals_method: str = "mean"
+    knn_k: int = 10
     split_scheme: str = "threeway"
     train_fraction: float = 0.7
     cache_dir: Path | None = None
@@ -132,6 +135,8 @@ def plan_from_config(
         confidence=float(cfg.metrics.confidence),
         metrics_seed=int(cfg.metrics.seed),
         signals_split=str(cfg.signals.split),
+        signals_method=str(cfg.signals.method),
+        knn_k=int(cfg.signals.k),
         split_scheme=str(cfg.data.split),
         train_fraction=float(cfg.data.train_fraction),
         cache_dir=cache_dir(cfg),
@@ -287,12 +292,32 @@ def assign(plan: EvaluationPlan, inputs: EvaluationInputs, work: SharedWork, tru
         grand_mean={p: signals.grand_mean(p) for p in PATHWAYS} if "grand_mean" in needs else None,
         fixed_target=plan.fixed_target,
     )
+    if plan.signals_method == "knn":
+        near = knn_signals({p: work.first[f"{p}_128d"] for p in PATHWAYS}, _split_activations(plan, inputs), plan.knn_k)
+        assignments = [_with_knn(a, near) for a in assignments]
     _warn_dominant(mode, assignments[0].labels)
     return assignments
 
 
+def _with_knn(chosen: Assignment, near: dict[str, np.ndarray]) -> Assignment:
+    """``signals.method=knn``: the mode's mask kept, each steered clip's vectors its k nearest split clips' mean.
+
+    ``near`` comes from the evaluated clips' own pass-1 activations (``work.first``) against the
+    signal split's (evaluated clips left out, :mod:`steering.signals.knn`): no rating is read.
+    """
+    mask = chosen.mask
+    vectors = {p: np.where(mask[:, None], near[p], 0.0).astype(np.float32) for p in PATHWAYS}
+    labels = np.where(mask, "knn", "").astype(object)
+    return Assignment(labels, vectors, mask, chosen.oracle)
+
+
 def _random_reference(plan: EvaluationPlan, inputs: EvaluationInputs) -> GaussianReference:
     """The random control's reference: activations of clips from the signals' split, none evaluated."""
+    return GaussianReference.from_activations(_split_activations(plan, inputs))
+
+
+def _split_activations(plan: EvaluationPlan, inputs: EvaluationInputs) -> dict[str, np.ndarray]:
+    """Pass-1 activations {pathway: (M, 128)} of the signals' split, evaluated clips left out (cached)."""
     ref_idx = reference_indices(
         inputs.signals,
         inputs.ff,
@@ -302,7 +327,7 @@ def _random_reference(plan: EvaluationPlan, inputs: EvaluationInputs) -> Gaussia
         train_fraction=plan.train_fraction,
         exclude=inputs.eval_idx,
     )
-    acts = reference_activations(
+    return reference_activations(
         inputs.model,
         inputs.ff,
         ref_idx,
@@ -312,7 +337,6 @@ def _random_reference(plan: EvaluationPlan, inputs: EvaluationInputs) -> Gaussia
         device=inputs.device,
         cache_dir=plan.cache_dir,
     )
-    return GaussianReference.from_activations(acts)
 
 
 def _assignment_hash(assignments: list[Assignment]) -> str:

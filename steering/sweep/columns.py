@@ -19,8 +19,9 @@ from steering.stats.family import FAMILY_P_COLUMN, WILLIAMS_P_COLUMN
 from steering.stats.multiplicity import ADJUSTED_COLUMNS
 from steering.vocab import TARGETS
 
-#: Choices shown as columns whenever they differ between the rows (besides the swept keys).
-CORE_CHOICES = ("binning", "pathway", "layer", "method", "category", "strength")
+#: Choices shown as columns whenever they differ between the rows (besides the swept keys); ``signals.method``
+#: and ``signals.labels`` say what a named signal variant (conf/signal_variant/) is made of.
+CORE_CHOICES = ("binning", "pathway", "layer", "method", "category", "strength", "signals.method", "signals.labels")
 #: Per-target metrics read from each run, in table order, once per target.
 PER_TARGET_METRICS = ("r_base_{t}", "r_steered_{t}", "dr_{t}", "dr_{t}_ci_low", "dr_{t}_ci_high")
 PER_TARGET_METRICS += (FAMILY_P_COLUMN, WILLIAMS_P_COLUMN)  # the family p, then Williams' p (secondary)
