@@ -113,3 +113,19 @@ def test_a_knn_run_steers_every_clip_without_labels_and_differs_from_mean(assets
     assert knn.metrics["coverage"] == 1.0 and knn.tags["oracle"] == "false"
     assert not np.allclose(pred["steered_valence"], mean.predictions["steered_valence"])
     assert np.array_equal(pred["base_valence"], mean.predictions["base_valence"])  # the same clips and baseline
+
+
+@pytest.mark.parametrize(
+    "variant", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "signal_variant").glob("*.yaml"))
+)
+def test_every_signal_variant_composes_and_knn_reads_no_label(compose_config, variant):
+    """The preset's variants: each composes into the run schema; knn's mode steers every clip and reads no rating."""
+    from steering.engine.categories import category_mode
+
+    cfg = compose_config(f"+signal_variant={variant}")
+    assert variant.startswith(cfg.signals.method)
+    mode = category_mode(cfg.category.name)
+    if cfg.signals.method == "knn":
+        assert not mode.oracle and not mode.multi_draw and not mode.per_sample and mode.needs <= {"grand_mean"}
+    else:
+        assert mode.oracle  # the category conditions of the preset: each clip's own category
