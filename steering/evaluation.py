@@ -293,7 +293,8 @@ def assign(plan: EvaluationPlan, inputs: EvaluationInputs, work: SharedWork, tru
         fixed_target=plan.fixed_target,
     )
     if plan.signals_method == "knn":
-        near = knn_signals({p: work.first[f"{p}_128d"] for p in PATHWAYS}, _split_activations(plan, inputs), plan.knn_k)
+        split = _split_activations(plan, inputs, "signals.method=knn")
+        near = knn_signals({p: work.first[f"{p}_128d"] for p in PATHWAYS}, split, plan.knn_k)
         assignments = [_with_knn(a, near) for a in assignments]
     _warn_dominant(mode, assignments[0].labels)
     return assignments
@@ -313,10 +314,10 @@ def _with_knn(chosen: Assignment, near: dict[str, np.ndarray]) -> Assignment:
 
 def _random_reference(plan: EvaluationPlan, inputs: EvaluationInputs) -> GaussianReference:
     """The random control's reference: activations of clips from the signals' split, none evaluated."""
-    return GaussianReference.from_activations(_split_activations(plan, inputs))
+    return GaussianReference.from_activations(_split_activations(plan, inputs, "the random control"))
 
 
-def _split_activations(plan: EvaluationPlan, inputs: EvaluationInputs) -> dict[str, np.ndarray]:
+def _split_activations(plan: EvaluationPlan, inputs: EvaluationInputs, purpose: str) -> dict[str, np.ndarray]:
     """Pass-1 activations {pathway: (M, 128)} of the signals' split, evaluated clips left out (cached)."""
     ref_idx = reference_indices(
         inputs.signals,
@@ -326,6 +327,7 @@ def _split_activations(plan: EvaluationPlan, inputs: EvaluationInputs) -> dict[s
         scheme=plan.split_scheme,
         train_fraction=plan.train_fraction,
         exclude=inputs.eval_idx,
+        purpose=purpose,
     )
     return reference_activations(
         inputs.model,

@@ -1,6 +1,7 @@
-"""Reference activations for the ``random`` control: pass 1 of the samples the signals come from.
+"""Reference activations for the ``random`` control and ``signals.method=knn``: pass 1 of the samples the
+signals come from.
 
-The control must not be shaped by the evaluated clips, so its distribution comes from the split
+Neither may be shaped by the evaluated clips, so its distribution comes from the split
 the signals were averaged over: the signal file's recorded ``metadata.indices`` when they refer to
 this feature file, else the configured ``signals.split``; evaluated clips are always left out.
 """
@@ -32,8 +33,12 @@ def reference_indices(
     scheme: str,
     train_fraction: float,
     exclude: np.ndarray,
+    purpose: str = "the random control",
 ) -> np.ndarray:
-    """Sorted file indices of the signals' own samples, minus ``exclude`` (the evaluated clips)."""
+    """Sorted file indices of the signals' own samples, minus ``exclude`` (the evaluated clips).
+
+    ``purpose`` names what reads them, in warnings and errors.
+    """
     meta = signals.metadata or {}
     recorded = np.asarray(meta.get("indices") or [], dtype=np.int64)
     same_file = same_feature_file(meta.get("data_hash"), data_hash)
@@ -41,16 +46,14 @@ def reference_indices(
         idx, origin = recorded, "the signal file's metadata.indices"
     else:
         if recorded.size:
-            log.warning("signal file indices refer to another feature file; random control uses split %r", split)
+            log.warning("signal file indices refer to another feature file; %s uses split %r", purpose, split)
         idx, origin = split_indices(len(ff), split, scheme, train_fraction), f"split {split!r}"
     kept = np.setdiff1d(idx, np.asarray(exclude, dtype=np.int64))
     if kept.size < idx.size:
-        log.warning("random control: %d evaluated clips left out of %s", idx.size - kept.size, origin)
+        log.warning("%s: %d evaluated clips left out of %s", purpose, idx.size - kept.size, origin)
     if kept.size < 2:
-        raise ConfigError(
-            "signals.split", f"{ff.path}: the random control needs >= 2 non-evaluated samples from {origin}"
-        )
-    log.info("random control drawn from the pass-1 activations of %d clips (%s)", kept.size, origin)
+        raise ConfigError("signals.split", f"{ff.path}: {purpose} needs >= 2 non-evaluated samples from {origin}")
+    log.info("%s: the pass-1 activations of %d clips (%s)", purpose, kept.size, origin)
     return kept
 
 
