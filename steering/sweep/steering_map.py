@@ -18,11 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steering.sweep.figures import OKABE_ITO, FigureContext, _pyplot, _save, row_labels
+from steering.sweep.columns import varying_choices
+from steering.sweep.figures import FigureContext, _pyplot, _save
 from steering.vocab import TARGETS
 
-#: Nine targets need nine colours: Okabe-Ito and a grey.
-COLOURS = (*OKABE_ITO, "#999999")
+#: Nine targets need nine colours: Okabe-Ito without its yellow (unreadable as text on white), a grey, a brown.
+COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#000000", "#999999", "#8C510A")
+#: Behind a label: the arrows and lines it crosses stay visible, the text stays readable.
+_LABEL_BOX = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.75}
 _POINTS = ("target_centre", "base_centroid", "steered_centroid")
 
 
@@ -59,37 +62,83 @@ def draw_map(rows: pd.DataFrame, context: FigureContext):
     plt = _pyplot()
     targets = _targets(rows)
     colour_of = {name: COLOURS[i % len(COLOURS)] for i, name in enumerate(dict.fromkeys(targets))}
-    labels = _legend_labels(rows, context.varied)
-    fig, (plane, zoom) = plt.subplots(1, 2, figsize=(13, 6.4))
-    for (_, row), target, label in zip(rows.iterrows(), targets, labels):
+    fig, (plane, zoom) = plt.subplots(1, 2, figsize=(14, 6.2))
+    for (_, row), target, label in zip(rows.iterrows(), targets, _legend_labels(rows, context.varied)):
         colour, start, end = colour_of[target], _point(row, "base_centroid"), _point(row, "steered_centroid")
         centre = _point(row, "target_centre")
         for ax in (plane, zoom):
             ax.annotate("", end, start, arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.8, "shrinkA": 0})
         zoom.plot(*end, "o", color=colour, ms=4, label=label)
+        _tip_label(zoom, start, end, target, colour)
         plane.plot(*centre, "X", color=colour, ms=11, mec="black", mew=0.6)
-        plane.annotate(target, centre, xytext=(6, 6), textcoords="offset points", fontsize=8, color=colour)
+        plane.annotate(
+            target,
+            centre,
+            xytext=(0, 9),
+            textcoords="offset points",
+            fontsize=8,
+            color=colour,
+            ha="center",
+            bbox=_LABEL_BOX,
+        )
         _toward(zoom, start, centre, colour)
     starts = np.array([_point(r, "base_centroid") for _, r in rows.iterrows()])
-    plane.plot(*starts.mean(axis=0), "o", color="black", ms=5)
+    for ax in (plane, zoom):
+        ax.plot(*starts.mean(axis=0), "o", color="black", ms=5, zorder=5)
     _style_plane(plane)
     _style_zoom(zoom, rows)
     question = "Where does steering toward each category move the predictions?"
-    extra = [
-        "arrows: baseline centroid → steered centroid (mean prediction)",
-        "×: centre of the target's training clips",
-    ]
+    extra = ["arrows: baseline centroid (•) → steered centroid, mean over the clips", "×: target's centre"]
     fig.suptitle(context.title(rows, extra, question), fontsize=10)
-    zoom.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, title="steered centroid")
+    zoom.legend(
+        fontsize=7.5,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1),
+        frameon=False,
+        title="target: clips moved closer;\nmean distance reduction",
+        title_fontsize=8,
+    )
     fig.tight_layout()
     return fig
 
 
 def _legend_labels(rows: pd.DataFrame, varied: Sequence[str]) -> list[str]:
-    """``<row label>: 63 % of clips closer`` per row."""
-    share = rows.get("toward_target_share", pd.Series(np.nan, index=rows.index))
-    text = row_labels(rows, varied) if len(rows) > 1 else _targets(rows)
-    return [f"{t}: {s:.0%} of clips closer" if pd.notna(s) else t for t, s in zip(text, share)]
+    """``positive_strong: 76% · valence -0.024, arousal +0.138`` per row (other varied choices in brackets)."""
+    others = [k for k in row_label_keys(rows, varied) if k != "category.target"]
+    labels = []
+    for (_, row), target in zip(rows.iterrows(), _targets(rows)):
+        name = target + (f" ({', '.join(f'{k}={row[k]}' for k in others)})" if others else "")
+        if all(pd.notna(row.get(f"toward_target_{a}")) for a in (*TARGETS, "share")):
+            moved = ", ".join(f"{t} {row[f'toward_target_{t}']:+.3f}" for t in TARGETS)
+            name += f": {row['toward_target_share']:.0%} · {moved}"
+        labels.append(name)
+    return labels
+
+
+def row_label_keys(rows: pd.DataFrame, varied: Sequence[str]) -> list[str]:
+    """The swept keys that differ between the rows (without them, every choice that does)."""
+    keys = [k.lstrip("+~") for k in varied if k.lstrip("+~") in rows]
+    return [k for k in keys if rows[k].nunique(dropna=False) > 1] or varying_choices(rows)
+
+
+def _tip_label(ax, start: np.ndarray, end: np.ndarray, text: str, colour: str) -> None:
+    """The target's name just beyond the arrow's tip, on the arrow's line."""
+    direction = end - start
+    length = float(np.hypot(*direction))
+    unit = direction / length if length > 0 else np.array([1.0, 0.0])
+    ha = "left" if unit[0] > 0.3 else "right" if unit[0] < -0.3 else "center"
+    va = "bottom" if unit[1] > 0.3 else "top" if unit[1] < -0.3 else "center"
+    ax.annotate(
+        text,
+        end,
+        xytext=tuple(unit * 8),
+        textcoords="offset points",
+        fontsize=7,
+        color=colour,
+        ha=ha,
+        va=va,
+        bbox=_LABEL_BOX,
+    )
 
 
 def _toward(ax, start: np.ndarray, centre: np.ndarray, colour: str) -> None:
