@@ -7,7 +7,7 @@ labelled in the arrow's colour. Steering that works points every arrow at its ow
 panel is the plane to scale; the arrows are usually short next to the distances between centres,
 so the right panel enlarges them, with a dashed line from the baseline centroid toward each
 target's centre: an arrow along its dashed line went toward the target. The legend gives each
-row's ``toward_target_share`` (docs/statistics.md, "Steering toward a chosen emotion").
+row's ``toward_target_share`` and reductions (docs/statistics.md, "Steering toward a chosen emotion").
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ def write_map(table: pd.DataFrame, path: str | Path, context: FigureContext | No
 
 
 def _targets(rows: pd.DataFrame) -> list[str]:
-    """Each row's target: ``category.target`` when the table has it, else the row's label."""
+    """Each row's target: ``category.target`` when it is a column (it varies), else the centre it names."""
     if "category.target" in rows:
         return [str(v) for v in rows["category.target"]]
-    return [f"target {i + 1}" for i in range(len(rows))]
+    return [f"target ({r.target_centre_valence:+.2f}, {r.target_centre_arousal:+.2f})" for r in rows.itertuples()]
 
 
 def _point(row: pd.Series, kind: str) -> np.ndarray:
@@ -63,13 +63,14 @@ def draw_map(rows: pd.DataFrame, context: FigureContext):
     targets = _targets(rows)
     colour_of = {name: COLOURS[i % len(COLOURS)] for i, name in enumerate(dict.fromkeys(targets))}
     fig, (plane, zoom) = plt.subplots(1, 2, figsize=(14, 6.2))
-    for (_, row), target, label in zip(rows.iterrows(), targets, _legend_labels(rows, context.varied)):
+    names, labels = _names(rows, context.varied), _legend_labels(rows, context.varied)
+    for (_, row), target, name, label in zip(rows.iterrows(), targets, names, labels):
         colour, start, end = colour_of[target], _point(row, "base_centroid"), _point(row, "steered_centroid")
         centre = _point(row, "target_centre")
         for ax in (plane, zoom):
             ax.annotate("", end, start, arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.8, "shrinkA": 0})
         zoom.plot(*end, "o", color=colour, ms=4, label=label)
-        _tip_label(zoom, start, end, target, colour)
+        _tip_label(zoom, start, end, name, colour)
         plane.plot(*centre, "X", color=colour, ms=11, mec="black", mew=0.6)
         plane.annotate(
             target,
@@ -102,12 +103,19 @@ def draw_map(rows: pd.DataFrame, context: FigureContext):
     return fig
 
 
+def _names(rows: pd.DataFrame, varied: Sequence[str]) -> list[str]:
+    """Each row's target, with the other varied choices in brackets when there are any."""
+    others = [k for k in row_label_keys(rows, varied) if k != "category.target"]
+    return [
+        target + (f" ({', '.join(f'{k}={row[k]}' for k in others)})" if others else "")
+        for (_, row), target in zip(rows.iterrows(), _targets(rows))
+    ]
+
+
 def _legend_labels(rows: pd.DataFrame, varied: Sequence[str]) -> list[str]:
     """``positive_strong: 76% · valence -0.024, arousal +0.138`` per row (other varied choices in brackets)."""
-    others = [k for k in row_label_keys(rows, varied) if k != "category.target"]
     labels = []
-    for (_, row), target in zip(rows.iterrows(), _targets(rows)):
-        name = target + (f" ({', '.join(f'{k}={row[k]}' for k in others)})" if others else "")
+    for (_, row), name in zip(rows.iterrows(), _names(rows, varied)):
         if all(pd.notna(row.get(f"toward_target_{a}")) for a in (*TARGETS, "share")):
             moved = ", ".join(f"{t} {row[f'toward_target_{t}']:+.3f}" for t in TARGETS)
             name += f": {row['toward_target_share']:.0%} · {moved}"
