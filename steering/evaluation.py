@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from steering.data import FeatureFile, indices_hash
 from steering.data.binning import Binning
+from steering.data.splits import split_indices
 from steering.engine import SteeringSpec, steer_direct
 from steering.engine.categories import (
     DRAWS_FILE,
@@ -44,6 +45,7 @@ from steering.signals.knn import knn_signals
 from steering.signals.reference import reference_activations, reference_indices
 from steering.stats.metrics import pearson
 from steering.stats.run_metrics import run_metrics
+from steering.stats.toward_target import toward_target_metrics
 from steering.util.hardware import autocast, choose_precision
 from steering.util.hashing import parts_digest
 from steering.vocab import PATHWAYS, TARGETS
@@ -427,6 +429,36 @@ def _steer_chunks(
 
 
 # --------------------------------------------------------------------------- metrics and tables
+def target_centre(plan: EvaluationPlan, inputs: EvaluationInputs) -> dict[str, float]:
+    """The fixed target's rating centre: mean ratings of its clips in ``signals.split``, evaluated clips left out.
+
+    The signals' own clips define the category, so its centre never reads an evaluated clip's
+    rating (with ``signals.split=all`` the evaluated clips are left out); nan without such clips.
+    """
+    ff = inputs.ff
+    split = split_indices(len(ff), plan.signals_split, plan.split_scheme, plan.train_fraction)
+    idx = np.setdiff1d(split, np.asarray(inputs.eval_idx, dtype=np.int64))
+    own = idx[inputs.binning.categorize(ff.valence[idx], ff.arousal[idx]) == plan.fixed_target]
+    if not own.size:
+        log.warning("no clip of %s in split %r: its centre is undefined", plan.fixed_target, plan.signals_split)
+        return {t: math.nan for t in TARGETS}
+    return {"valence": float(np.mean(ff.valence[own])), "arousal": float(np.mean(ff.arousal[own]))}
+
+
+def toward_target(
+    plan: EvaluationPlan, inputs: EvaluationInputs, base: dict[str, np.ndarray], steered: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """``toward_target_*`` and the centroids of the steering map (``steering.stats.toward_target``)."""
+    return toward_target_metrics(
+        target_centre(plan, inputs),
+        base,
+        steered,
+        resamples=plan.bootstrap_resamples,
+        confidence=plan.confidence,
+        seed=plan.metrics_seed,
+    )
+
+
 def run_result(
     plan: EvaluationPlan,
     inputs: EvaluationInputs,
@@ -457,6 +489,8 @@ def run_result(
     )
     if multi:
         metrics["draws"] = float(len(assignments))
+    if "target" in category_mode(plan.category).needs:  # every clip steered toward one category
+        metrics.update(toward_target(plan, inputs, base, {t: steered[t][0] for t in TARGETS}))
     predictions = pd.DataFrame(
         {
             "audio_name": [inputs.ff.audio_names[i] for i in inputs.eval_idx],

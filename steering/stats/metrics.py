@@ -111,6 +111,12 @@ def _rowwise_r(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, (a * b).sum(axis=1) / denom, np.nan)
 
 
+def bootstrap_indices(n: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, n) clip indices of the paired bootstrap; the same ``seed`` and n give the same clips,
+    so every statistic of a run resampled with the run's ``metrics.seed`` is paired with its Δr."""
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
 def bootstrap_dr_samples(
     y: np.ndarray, base: np.ndarray, steered: np.ndarray, resamples: int = 2000, seed: int = 0
 ) -> np.ndarray:
@@ -123,8 +129,7 @@ def bootstrap_dr_samples(
         raise ValueError(f"y, base and steered must have the same length, got {n}, {base.size}, {steered.size}")
     if n < 2 or resamples < 1:
         return np.full(max(resamples, 0), np.nan)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(resamples, n))
+    idx = bootstrap_indices(n, resamples, seed)
     out = np.empty(resamples)
     step = max(1, _BOOTSTRAP_CHUNK // n)
     for start in range(0, resamples, step):

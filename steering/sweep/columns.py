@@ -21,12 +21,28 @@ from steering.vocab import TARGETS
 
 #: Choices shown as columns whenever they differ between the rows (besides the swept keys); ``signals.method``
 #: and ``signals.labels`` say what a named signal variant (conf/signal_variant/) is made of.
-CORE_CHOICES = ("binning", "pathway", "layer", "method", "category", "strength", "signals.method", "signals.labels")
+CORE_CHOICES = (
+    "binning",
+    "pathway",
+    "layer",
+    "method",
+    "category",
+    "category.target",
+    "strength",
+    "signals.method",
+    "signals.labels",
+)
 #: Per-target metrics read from each run, in table order, once per target.
 PER_TARGET_METRICS = ("r_base_{t}", "r_steered_{t}", "dr_{t}", "dr_{t}_ci_low", "dr_{t}_ci_high")
 PER_TARGET_METRICS += (FAMILY_P_COLUMN, WILLIAMS_P_COLUMN)  # the family p, then Williams' p (secondary)
 #: Metrics of the run as a whole, after the per-target ones (``n_eval``: the clips the row was scored on).
 RUN_METRICS = ("coverage", "n_eval")
+#: Logged by runs steered toward one category (docs/statistics.md, "Steering toward a chosen emotion"):
+#: a column only when some row has it (:func:`without_absent`); the centroids draw the steering map.
+TOWARD_TARGET_METRICS = tuple(
+    f"toward_target_{name}{end}" for name in (*TARGETS, "share") for end in ("", "_ci_low", "_ci_high")
+) + tuple(f"{point}_{t}" for point in ("target_centre", "base_centroid", "steered_centroid") for t in TARGETS)
+RUN_METRICS += TOWARD_TARGET_METRICS
 #: Columns before the choices and after the metrics: neither choices nor metrics.
 LEADING = ("job", "run_name")
 #: ``eval_split``: the split the row was scored on (param ``data.eval_split``).
@@ -46,6 +62,11 @@ def table_columns(choices: Iterable[str]) -> list[str]:
 def declared_columns() -> frozenset[str]:
     """Every column that is not a choice: metrics (with the table's adjusted p-values) and bookkeeping."""
     return frozenset([*LEADING, *metric_columns(), *ADJUSTED_COLUMNS, *RUN_METRICS, *TRAILING])
+
+
+def without_absent(table):
+    """``table`` less the :data:`TOWARD_TARGET_METRICS` columns that no row has (a sweep not steered toward one)."""
+    return table.drop(columns=[c for c in TOWARD_TARGET_METRICS if c in table and table[c].isna().all()])
 
 
 def choice_columns(table) -> list[str]:

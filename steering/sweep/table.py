@@ -21,7 +21,14 @@ from mlflow.tracking import MlflowClient
 from steering.stats import multiplicity
 from steering.stats.family import FAMILY_P_LABEL
 from steering.sweep import formats
-from steering.sweep.columns import CORE_CHOICES, RUN_METRICS, choice_columns, metric_columns, table_columns
+from steering.sweep.columns import (
+    CORE_CHOICES,
+    RUN_METRICS,
+    choice_columns,
+    metric_columns,
+    table_columns,
+    without_absent,
+)
 from steering.sweep.overrides import override_values
 from steering.vocab import TARGETS
 
@@ -177,7 +184,7 @@ def comparison_table(runs: Sequence[Run], varied: Sequence[str] = ()) -> pd.Data
     table = pd.DataFrame(rows, columns=table_columns(choice_keys))
     if "strength" in table and table["strength"].notna().any():
         table["strength"] = pd.to_numeric(table["strength"], errors="coerce")
-    return multiplicity.add_adjusted_columns(table)
+    return multiplicity.add_adjusted_columns(without_absent(table))
 
 
 def scored_on(table: pd.DataFrame) -> str:
@@ -231,7 +238,7 @@ def write_outputs(
 ) -> list[Path]:
     """comparison.csv, comparison.md and a figure in ``out_dir``: strength_response.png when strength
     varies, forest.png otherwise."""
-    from steering.sweep import figures
+    from steering.sweep import figures, steering_map
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -244,6 +251,7 @@ def write_outputs(
         figure = figures.forest_figure(table, out / "forest.png", context)
     if figure is not None:
         paths.append(figure)
+    paths += steering_map.write_map(table, out / "steering_map.png", context)
     return paths
 
 

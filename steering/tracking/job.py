@@ -34,6 +34,7 @@ from steering.evaluation import (
 from steering.model import Connection, load_model
 from steering.signals import SignalSet, cached_signals, extract_signals, load_signals
 from steering.signals.io import other_checkpoint
+from steering.stats import toward_target
 from steering.tracking import recorder
 from steering.tracking.dataset_input import log_feature_input
 from steering.tracking.links import how_to_open, store_uri
@@ -325,6 +326,8 @@ def summary(cfg: RunConfig, result: RunResult, sweep_dir: str | Path | None = No
                 f"  {'':8s} CCC {m[f'ccc_base_{t}']:.4f} -> {m[f'ccc_steered_{t}']:.4f}   "
                 f"MAE {m[f'mae_base_{t}']:.4f} -> {m[f'mae_steered_{t}']:.4f}"
             )
+    if toward_target.SHARE in m:  # steered toward one category: did the predictions go there?
+        lines.append("  " + toward_target.describe(str(cfg.category.target), m))
     if "category_accuracy" in m and category_mode(cfg.category.name).of_a_category:
         lines.append(f"  {m['category_accuracy']:.1%} of the clips get the signal of their own category")
     lines.append(f"  own feedback moves predictions by {m['feedback_effect']:.4f} on average")
