@@ -26,6 +26,11 @@ PER_TARGET_METRICS = ("r_base_{t}", "r_steered_{t}", "dr_{t}", "dr_{t}_ci_low", 
 PER_TARGET_METRICS += (FAMILY_P_COLUMN, WILLIAMS_P_COLUMN)  # the family p, then Williams' p (secondary)
 #: Metrics of the run as a whole, after the per-target ones (``n_eval``: the clips the row was scored on).
 RUN_METRICS = ("coverage", "n_eval")
+#: The intervention ledger's run-level scalars (steering.engine.ledger; over the steered connections): whether any
+#: prediction moved, the steered blocks' gain, and how much the block output and the embedding changed.
+LEDGER_METRICS = ("took_effect", "gain_mean", "gain_silenced_share", "gain_doubled_share", "block_change")
+LEDGER_METRICS += ("embedding_change",)
+RUN_METRICS += LEDGER_METRICS
 #: Columns before the choices and after the metrics: neither choices nor metrics.
 LEADING = ("job", "run_name")
 #: ``eval_split``: the split the row was scored on (param ``data.eval_split``).

@@ -230,8 +230,8 @@ def write_outputs(
     contrasts: pd.DataFrame | None = None,
 ) -> list[Path]:
     """comparison.csv, comparison.md and a figure in ``out_dir``: strength_response.png when strength
-    varies, forest.png otherwise."""
-    from steering.sweep import figures
+    varies, forest.png otherwise; and ledger.png (steering.sweep.ledger_figure)."""
+    from steering.sweep import figures, ledger_figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -244,6 +244,7 @@ def write_outputs(
         figure = figures.forest_figure(table, out / "forest.png", context)
     if figure is not None:
         paths.append(figure)
+    paths += [p for p in [ledger_figure.ledger_figure(table, out / "ledger.png", context)] if p is not None]
     return paths
 
 
