@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from steering.sweep.columns import LEDGER_METRICS, varying_choices
-from steering.sweep.figures import MARKERS, OKABE_ITO, FigureContext, _pyplot, _save, row_labels
+from steering.sweep.figures import MARKERS, OKABE_ITO, FigureContext, _pyplot, _save, _strength_ticks, row_labels
 
 #: Panels in order: (column, y label).
 PANELS = (
@@ -45,8 +45,9 @@ def draw_ledger(table: pd.DataFrame, context: FigureContext | None = None):
     context = context or FigureContext(sweep_id="")
     by_strength = "strength" in data and data["strength"].nunique(dropna=True) >= 2
     fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
-    handles = _draw_over_strength(axes.flat, data) if by_strength else _draw_per_row(axes.flat, data, context)
-    for ax, (column, label) in zip(axes.flat, PANELS):
+    panels = list(axes.flat)
+    handles = _draw_over_strength(panels, data) if by_strength else _draw_per_row(panels, data, context)
+    for ax, (column, label) in zip(panels, PANELS):
         ax.set_ylabel(label, fontsize=9)
         ax.grid(alpha=0.3)
         if column in ("gain_silenced_share", "gain_doubled_share", "took_effect"):
@@ -54,7 +55,9 @@ def draw_ledger(table: pd.DataFrame, context: FigureContext | None = None):
         if column == "gain_mean":
             ax.axhline(1.0, color="black", lw=1, ls="--")  # gain 1: the block's output unchanged
     question = "What did each intervention do to the steered blocks, the embedding and the predictions?"
-    fig.suptitle(context.title(data, ["ledger on a probe of steered clips"], question), fontsize=10)
+    fig.suptitle(
+        context.title(data, ["gain and block change: mean over the steered connections"], question), fontsize=10
+    )
     if handles:
         fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=min(len(handles), 5),
                    fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.01))  # fmt: skip
@@ -77,9 +80,12 @@ def _draw_over_strength(axes, data: pd.DataFrame) -> list:
         for ax, (column, _) in zip(axes, PANELS):
             (line,) = ax.plot(group["strength"], group[column], marker=marker, color=colour, label=label)
         handles.append(line)
+    ticks = _strength_ticks(data["strength"], linthresh)
     for ax in axes:
         ax.set_xscale("symlog", linthresh=linthresh, linscale=0.5)
-        ax.set_xlabel("strength (symlog)")
+        ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("strength (log scale above the smallest s > 0)")
     return handles
 
 
@@ -91,4 +97,5 @@ def _draw_per_row(axes, data: pd.DataFrame, context: FigureContext) -> list:
         colours = [OKABE_ITO[i % len(OKABE_ITO)] for i in x]
         ax.scatter(list(x), data[column], c=colours, marker="o", zorder=3)
         ax.set_xticks(list(x), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.5, len(data) - 0.5)
     return []
