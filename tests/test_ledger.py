@@ -148,3 +148,15 @@ def test_a_sweep_draws_the_ledger_figure(sweep_assets, run_sweep):
     table = pd.read_csv(sweep_dir / "comparison.csv")
     lrm = table[(table["method"] == "lrm") & (table["strength"] == 2)]
     assert (lrm["took_effect"] == 1).all() and (lrm["gain_mean"].notna()).all()
+
+
+@pytest.mark.parametrize("overrides", [("category=random", "category.draws=3"), ("priming=true", "pathway=dual")])
+def test_multi_draw_and_primed_runs_keep_a_ledger(assets, compose_run, overrides):
+    result = evaluate(compose_run(*overrides, "layer=all" if "pathway=dual" in overrides else "layer=conv4"))
+    ledger = result.documents["ledger.json"]
+    assert ledger["clips"] == 16 and ledger["connections"]
+    for conn in ledger["connections"]:
+        pathway, layer = conn.split("->")
+        assert 0.0 <= result.metrics[f"gain_{pathway}_{layer}_silenced_share"] <= 1.0
+        assert result.metrics[f"block_change_{pathway}_{layer}"] >= 0.0
+    assert result.metrics["took_effect"] == 1.0 and result.metrics["embedding_change"] > 0

@@ -111,9 +111,11 @@ def probe_ledger(
     own_mods = model.modulations(first)
     base_taps: dict = {}
     model.single_pass(features, model.gains_from(own_mods), taps=base_taps)
-    steered_first = _pass1(model, spec, features, signals, mask, strength) if spec.priming else first
-    own = {p: steered_first[f"{p}_128d"] for p in PATHWAYS}
-    mods = steered_modulations(model, spec, own, model.modulations(steered_first), signals, mask, strength)
+    if spec.priming:  # the steered run's own feedback comes from its primed pass 1
+        first = _pass1(model, spec, features, signals, mask, strength)
+        own_mods = model.modulations(first)
+    own = {p: first[f"{p}_128d"] for p in PATHWAYS}
+    mods = steered_modulations(model, spec, own, own_mods, signals, mask, strength)
     gains = model.gains_from(mods)
     taps: dict = {}
     model.single_pass(features, gains, taps=taps)
@@ -125,7 +127,7 @@ def probe_ledger(
         at_reference = method_modulation(block, source, spec.method, reference)
         k = conn.block_index
         connections[str(conn)] = {
-            "stages": {stage: stage_stats(trace[stage]) for stage in STAGES},
+            "stages": {stage: stage_stats(trace.get(stage)) for stage in STAGES},
             "gain": gain_stats(gains[k]),
             "block_change": _relative(taps[k], base_taps[k]),
             "strength_change": _relative(trace[FINAL_STAGE], at_reference.flatten(1)),

@@ -12,9 +12,10 @@ two lists agree.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
 Method = Callable[..., "torch.Tensor"]
 #: Where :func:`method_modulation` records a method's final modulation in a trace.
 FINAL_STAGE = "modulation"
-Trace = dict
+#: Stage name -> (N, width) tensor, or None for a stage the method switches off (steering.model.lrm.TRACE_STAGES).
+Trace = dict[str, Any]
 
 _REGISTRY: dict[str, Method] = {}
 #: Every registered method by name (read-only view; register with :func:`register_method`).
@@ -78,7 +80,8 @@ def method_modulation(
 ) -> torch.Tensor:
     """Modulation m (N, C, 1, 1) of ``block`` for ``source`` (N, 128) and per-row ``strength`` (N,).
 
-    ``trace`` (a dict) receives the ModBlock's stages and, as ``"modulation"``, the method's final m.
+    ``trace`` (a dict) receives the ModBlock's stages and, as ``"modulation"``, the method's final m
+    (only the latter for a method registered without a ``trace`` keyword).
     """
     try:
         fn = _REGISTRY[method]
@@ -86,6 +89,9 @@ def method_modulation(
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(_REGISTRY)}") from None
     if trace is None:
         return fn(block, source, strength.to(source.dtype))
-    out = fn(block, source, strength.to(source.dtype), trace=trace)
+    if "trace" in inspect.signature(fn).parameters:
+        out = fn(block, source, strength.to(source.dtype), trace=trace)
+    else:
+        out = fn(block, source, strength.to(source.dtype))
     trace[FINAL_STAGE] = out.flatten(1)
     return out
