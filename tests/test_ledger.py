@@ -160,3 +160,15 @@ def test_multi_draw_and_primed_runs_keep_a_ledger(assets, compose_run, overrides
         assert 0.0 <= result.metrics[f"gain_{pathway}_{layer}_silenced_share"] <= 1.0
         assert result.metrics[f"block_change_{pathway}_{layer}"] >= 0.0
     assert result.metrics["took_effect"] == 1.0 and result.metrics["embedding_change"] > 0
+
+
+def test_a_result_directory_lists_its_ledger_as_an_artifact_with_nan_as_null(tmp_path):
+    from steering.tracking.results import artifact_files, write_results
+
+    table = pd.DataFrame({"a": [1]})
+    ledger = {"took_effect": 0, "embedding_change": float("nan"), "connections": {}}
+    write_results(
+        tmp_path, {"took_effect": 0.0}, {"predictions.csv": table}, "x: 1\n", {}, documents={"ledger.json": ledger}
+    )
+    assert tmp_path / "ledger.json" in artifact_files(tmp_path)
+    assert json.loads((tmp_path / "ledger.json").read_text())["embedding_change"] is None
