@@ -172,3 +172,16 @@ def test_a_result_directory_lists_its_ledger_as_an_artifact_with_nan_as_null(tmp
     )
     assert tmp_path / "ledger.json" in artifact_files(tmp_path)
     assert json.loads((tmp_path / "ledger.json").read_text())["embedding_change"] is None
+
+
+def test_the_ledger_figure_per_method_when_strength_is_fixed(tmp_path):
+    from steering.sweep.figures import FigureContext
+    from steering.sweep.ledger_figure import ledger_figure
+
+    columns = ("took_effect", "gain_mean", "gain_silenced_share", "gain_doubled_share", "block_change")
+    rows = [
+        dict.fromkeys(columns, v) | {"embedding_change": v, "method": m} for m, v in (("lrm", 0.0), ("direct", 1.0))
+    ]
+    table = pd.DataFrame(rows).assign(strength=2.0, status="FINISHED", oracle="true", n_eval=10, eval_split="val")
+    assert ledger_figure(table, tmp_path / "ledger.png", FigureContext("s", varied=["method"])).stat().st_size > 10_000
+    assert ledger_figure(table.drop(columns=["took_effect"]), tmp_path / "none.png") is None  # runs without a ledger
