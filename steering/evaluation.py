@@ -38,6 +38,7 @@ from steering.engine.categories import (
 )
 from steering.engine.chunked import plan_chunks, shared_bytes_per_clip, shared_chunk, steer_chunk
 from steering.engine.core import SharedPass
+from steering.engine.ledger import LEDGER_FILE, ledger_metrics, run_ledger
 from steering.engine.reuse import SweepReuse, family_key, reuse_key
 from steering.engine.store import ChunkMemory, SharedPassStore, shared_key
 from steering.signals import SignalSet
@@ -110,6 +111,7 @@ class RunResult:
     experiment_id: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # file name -> arrays (random draws)
+    documents: dict[str, dict] = field(default_factory=dict)  # file name -> JSON document (the ledger)
 
 
 def cache_dir(cfg: RunConfig) -> Path | None:
@@ -489,6 +491,8 @@ def run_result(
     )
     if multi:
         metrics["draws"] = float(len(assignments))
+    ledger = intervention_ledger(plan, inputs, work, assignments, steered)
+    metrics.update(ledger_metrics(ledger))
     if "target" in category_mode(plan.category).needs:  # every clip steered toward one category
         metrics.update(toward_target(plan, inputs, base, {t: steered[t][0] for t in TARGETS}))
     predictions = pd.DataFrame(
@@ -509,6 +513,27 @@ def run_result(
         draw_columns = {f"steered_{t}_draw{k}": steered[t][k] for k in range(len(assignments)) for t in TARGETS}
         predictions = pd.concat([predictions, pd.DataFrame(draw_columns)], axis=1)
     result = RunResult(metrics, predictions, _draw_mean_per_category(predictions, steered, masks))
+    result.documents[LEDGER_FILE] = ledger
     if "reference" in category_mode(plan.category).needs:  # drawn vectors: kept with the run
         result.arrays[DRAWS_FILE] = {"audio_name": predictions["audio_name"].to_numpy(str), **draw_vectors(assignments)}
     return result
+
+
+def intervention_ledger(
+    plan: EvaluationPlan,
+    inputs: EvaluationInputs,
+    work: SharedWork,
+    assignments: list[Assignment],
+    steered: dict[str, np.ndarray],
+) -> dict:
+    """The run's intervention ledger (steering.engine.ledger): ``took_effect`` from every draw's
+    predictions; the stages, gains and changes on a probe of the first ``batch_size`` steered clips
+    of the first draw."""
+    rows = np.flatnonzero(assignments[0].mask)[: plan.batch_size]
+    probe = None
+    if rows.size:
+        features = inputs.ff.read(inputs.eval_idx[rows]).features.to(inputs.device)
+        vectors = assignments[0].vectors
+        signals = {p: torch.as_tensor(vectors[p][rows], dtype=torch.float32, device=inputs.device) for p in PATHWAYS}
+        probe = (features, signals)
+    return run_ledger(inputs.model, plan.spec, probe, work.base, steered, work.precision)

@@ -12,6 +12,8 @@ from torch import nn
 from steering.vocab import LAYERS, PATHWAYS
 
 NORM_EPS = 1e-5
+#: The stages a :class:`ModBlock` records in ``trace``, in order (see :meth:`ModBlock.forward`).
+TRACE_STAGES = ("raw", "normalized", "squashed", "conv", "gained", "m")
 
 
 @dataclass(frozen=True, order=True)
@@ -126,26 +128,40 @@ class ModBlock(nn.Module):
         normalize: bool = True,
         squash: bool = True,
         gain_multiplier: float | torch.Tensor = 1.0,
+        trace: dict[str, torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
         """Modulation for ``source`` (B, 128) -> (B, C, 1, 1).
 
         ``normalize``/``squash`` switch steps 1-2 off (the ``bypass`` method); ``gain_multiplier``
         scales both learned gains (the ``modulation`` method). A tensor multiplier of shape (B,)
-        gives each sample its own factor.
+        gives each sample its own factor. ``trace``, when given, receives the signal at every
+        stage of :data:`TRACE_STAGES` (B, width): the input, after normalisation, after tanh,
+        after the 1x1 conv, after the gains and m; a stage switched off is recorded as None
+        (the intervention ledger, docs/model.md).
         """
         x = source.reshape(source.shape[0], -1)
+        if trace is not None:
+            trace["raw"] = x
         if normalize:
             x = normalize_per_sample(x)
+        if trace is not None:
+            trace["normalized"] = x if normalize else None
         if squash:
             x = torch.tanh(x)
+        if trace is not None:
+            trace["squashed"] = x if squash else None
         # 1x1 convolutions of a 1x1 map are matrix products: F.linear is the same arithmetic, faster.
         conv = self.rescale.resize.conv1x1
         x = F.linear(x, conv.weight.flatten(1))
+        if trace is not None:
+            trace["conv"] = x
         neg, pos = self.neg_scale, self.pos_scale
         if isinstance(gain_multiplier, torch.Tensor) and gain_multiplier.dim() > 0:
             gain_multiplier = gain_multiplier.reshape(-1, 1)
         x = torch.where(x < 0, x * (neg * gain_multiplier), x * (pos * gain_multiplier))
         m = F.linear(x, self.modulation.weight.flatten(1), self.modulation.bias)
+        if trace is not None:
+            trace["gained"], trace["m"] = x, m
         return m[:, :, None, None]
 
 

@@ -22,6 +22,8 @@ from steering.model.lrm import DEFAULT_CONNECTIONS, PATHWAYS, Connection, ModBlo
 Output = dict[str, torch.Tensor]
 Gains = Mapping[int, torch.Tensor]
 StopAt = Literal["heads", "embedding", "pooled"]
+#: What a pass records when asked: {block index: output after its gain and ReLU, "embedding": (B, E)}.
+Taps = dict[int | str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -146,9 +148,11 @@ class LRMEmotionNet(nn.Module):
         return gains
 
     # ----------------------------------------------------------------- the forward path
-    def _leave_block(self, index: int, raw: torch.Tensor, gains: Gains) -> torch.Tensor:
+    def _leave_block(self, index: int, raw: torch.Tensor, gains: Gains, taps: Taps | None = None) -> torch.Tensor:
         """A block's raw output -> the next block's input: feedback gain (if any), then the backbone's step."""
         h = apply_gain(raw, gains[index]) if index in gains else raw
+        if taps is not None:
+            taps[index] = h
         return self.backbone.after_block(h)
 
     def single_pass(
@@ -159,6 +163,7 @@ class LRMEmotionNet(nn.Module):
         start_at_block: int | None = None,
         stop_at_block: int | None = None,
         stop_at: StopAt = "heads",
+        taps: Taps | None = None,
     ) -> Output | torch.Tensor:
         """One pass through the network, or the part of it that is asked for.
 
@@ -167,12 +172,14 @@ class LRMEmotionNet(nn.Module):
         index: 1 + sum m}) scale block outputs: ReLU(out * gain). With ``stop_at_block=j`` the
         raw output of block j is returned; otherwise the pass ends at ``stop_at``: the pooled
         (B, C) last block, the (B, E) embedding, or the heads' dict (predictions, embedding, *_128d).
+        ``taps`` (a dict), when given, receives each block's output after its gain and ReLU (the raw
+        output where it has no gain) under the block index, and the embedding under ``"embedding"``.
         """
         backbone, gains = self.backbone, gains or {}
         if start_at_block is None:
             h, first = backbone.stem(x), 0  # (B, 1, T, mel)
         else:
-            h, first = self._leave_block(start_at_block, x, gains), start_at_block + 1
+            h, first = self._leave_block(start_at_block, x, gains, taps), start_at_block + 1
         if stop_at_block is not None and not first <= stop_at_block <= self.last_block:
             raise ValueError(
                 f"stop_at_block {stop_at_block} is not a block after the start ({first}..{self.last_block})"
@@ -181,11 +188,13 @@ class LRMEmotionNet(nn.Module):
             raw = backbone.blocks[index](h)  # (B, C_index, T / 2^(index+1), mel / 2^(index+1))
             if index == stop_at_block:
                 return raw
-            h = self._leave_block(index, raw, gains)
+            h = self._leave_block(index, raw, gains, taps)
         pooled = backbone.pool(h)  # (B, C_last)
         if stop_at == "pooled":
             return pooled
         embedding = backbone.project(pooled)  # (B, E)
+        if taps is not None:
+            taps["embedding"] = embedding
         return embedding if stop_at == "embedding" else self.heads(embedding)
 
     @property

@@ -43,6 +43,11 @@ TOWARD_TARGET_METRICS = tuple(
     f"toward_target_{name}{end}" for name in (*TARGETS, "share") for end in ("", "_ci_low", "_ci_high")
 ) + tuple(f"{point}_{t}" for point in ("target_centre", "base_centroid", "steered_centroid") for t in TARGETS)
 RUN_METRICS += TOWARD_TARGET_METRICS
+#: The intervention ledger's run-level scalars (steering.engine.ledger; over the steered connections): whether any
+#: prediction moved, the steered blocks' gain, and how much the block output and the embedding changed.
+LEDGER_METRICS = ("took_effect", "gain_mean", "gain_silenced_share", "gain_doubled_share", "block_change")
+LEDGER_METRICS += ("embedding_change",)
+RUN_METRICS += LEDGER_METRICS
 #: Columns before the choices and after the metrics: neither choices nor metrics.
 LEADING = ("job", "run_name")
 #: ``eval_split``: the split the row was scored on (param ``data.eval_split``).

@@ -237,8 +237,9 @@ def write_outputs(
     contrasts: pd.DataFrame | None = None,
 ) -> list[Path]:
     """comparison.csv, comparison.md and a figure in ``out_dir``: strength_response.png when strength
-    varies, forest.png otherwise."""
-    from steering.sweep import figures, steering_map
+    varies, forest.png otherwise; ledger.png (steering.sweep.ledger_figure) and, when rows steer toward fixed
+    categories, steering_map.png."""
+    from steering.sweep import figures, ledger_figure, steering_map
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -252,6 +253,7 @@ def write_outputs(
     if figure is not None:
         paths.append(figure)
     paths += steering_map.write_map(table, out / "steering_map.png", context)
+    paths += [p for p in [ledger_figure.ledger_figure(table, out / "ledger.png", context)] if p is not None]
     return paths
 
 

@@ -23,6 +23,7 @@ from steering.data import FeatureFile, file_hash, same_feature_file, split_indic
 from steering.data.binning import Binning
 from steering.engine import SteeringSpec, select_connections
 from steering.engine.categories import category_mode
+from steering.engine.ledger import ledger_notes
 from steering.engine.reuse import SweepReuse
 from steering.evaluation import (
     EvaluationInputs,
@@ -331,6 +332,7 @@ def summary(cfg: RunConfig, result: RunResult, sweep_dir: str | Path | None = No
     if "category_accuracy" in m and category_mode(cfg.category.name).of_a_category:
         lines.append(f"  {m['category_accuracy']:.1%} of the clips get the signal of their own category")
     lines.append(f"  own feedback moves predictions by {m['feedback_effect']:.4f} on average")
+    lines += [f"  {note}" for note in ledger_notes(m, cfg.method.name, float(cfg.strength))]  # the ledger
     if result.tags.get("oracle") == "true":
         lines.append("  oracle: signals chosen from the evaluated samples' own ratings")
     if result.tags.get("signals_leakage") == "true":

@@ -82,7 +82,8 @@ def record(
             "config_hash": digest,
         }
         tables = {"predictions.csv": result.predictions, "per_category.csv": result.per_category}
-        write_results(directory, result.metrics, tables, text, info, {signals_file.name: signals_file.read_text()})
+        signals_text = {signals_file.name: signals_file.read_text()}
+        write_results(directory, result.metrics, tables, text, info, signals_text, result.documents)
         for file_name, arrays in result.arrays.items():  # e.g. the random control's draws
             with atomic_path(directory / file_name) as part, open(part, "wb") as fh:
                 np.savez_compressed(fh, **arrays)

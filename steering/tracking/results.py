@@ -38,8 +38,12 @@ def write_results(
     config_yaml: str,
     run: Mapping[str, Any],
     extra_files: Mapping[str, str] | None = None,
+    documents: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a job's results into ``directory`` (each file atomically); returns the directory."""
+    """Write a job's results into ``directory`` (each file atomically); returns the directory.
+
+    ``documents`` (file name -> JSON-able value, e.g. the intervention ledger) are written as JSON
+    (non-finite numbers as null), listed in ``run.json`` and logged as artifacts."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     plain = {k: (float(v) if v is not None and math.isfinite(float(v)) else None) for k, v in metrics.items()}
@@ -50,11 +54,23 @@ def write_results(
     atomic_write_text(directory / CONFIG_FILE, config_yaml)
     for name, text in (extra_files or {}).items():
         atomic_write_text(directory / name, text)
-    atomic_write_text(
-        directory / RUN_FILE, json.dumps({**run, "status": "computed", "files": sorted(tables)}, indent=1)
-    )
+    for name, document in (documents or {}).items():
+        atomic_write_text(directory / name, json.dumps(_finite(document), indent=1, allow_nan=False))
+    files = {"files": sorted(tables), "documents": sorted(documents or {})}
+    atomic_write_text(directory / RUN_FILE, json.dumps({**run, "status": "computed", **files}, indent=1))
     log.info("results written to %s", directory)
     return directory
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, Mapping):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def read_run_info(directory: str | Path) -> dict[str, Any]:
@@ -89,11 +105,17 @@ def mark_rejected(directory: str | Path, reason: str) -> None:
 
 
 def artifact_files(directory: str | Path) -> list[Path]:
-    """The files of a result directory that go to MLflow as artifacts (tables and signals)."""
+    """The files of a result directory that go to MLflow as artifacts (tables, signals, arrays, documents)."""
     directory = Path(directory)
     arrays = sorted(directory.glob("*.npz"))  # e.g. the random control's draws
+    info = directory / RUN_FILE
+    named = json.loads(info.read_text()).get("documents", []) if info.is_file() else []
+    documents = [directory / d for d in named if (directory / d).is_file()]  # e.g. the intervention ledger
     return (
-        [directory / t for t in TABLES if (directory / t).is_file()] + sorted(directory.glob("signals_*.json")) + arrays
+        [directory / t for t in TABLES if (directory / t).is_file()]
+        + sorted(directory.glob("signals_*.json"))
+        + arrays
+        + documents
     )
 
 
