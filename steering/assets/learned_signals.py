@@ -32,6 +32,7 @@ from steering.signals.optimize import FitProblem, FitResult, Predict, fit_vector
 from steering.signals.recipe import OptimizeSettings, SignalRecipe
 from steering.signals.reference import reference_activations
 from steering.signals.signalset import PATHWAYS, SignalSet
+from steering.util.hardware import cpu_threads
 from steering.vocab import TARGETS
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,28 @@ def make_signals(
     cache_dir: Path | None,
     provenance: dict[str, Any],
 ) -> SignalSet:
-    """Signals of ``indices`` (the signal split) by ``recipe``; ``provenance`` holds the hashes and split."""
+    """Signals of ``indices`` (the signal split) by ``recipe``; ``provenance`` holds the hashes and split.
+
+    On CPU everything runs with one torch thread, like the demo's training: with more, the float
+    summation order can change from run to run (measured: the kept step moved between 123 and 154
+    on the demo), and a fit amplifies the last bits, so a seed would not give the same vectors.
+    """
+    with cpu_threads(1 if device.type == "cpu" else None):
+        return _make_signals(model, ff, indices, binning, recipe, spec, batch_size, device, cache_dir, provenance)
+
+
+def _make_signals(
+    model: Any,
+    ff: FeatureFile,
+    indices: np.ndarray,
+    binning: Binning,
+    recipe: SignalRecipe,
+    spec: SteeringSpec,
+    batch_size: int,
+    device: torch.device,
+    cache_dir: Path | None,
+    provenance: dict[str, Any],
+) -> SignalSet:
     labels = signal_labels(ff.valence, ff.arousal, indices, binning, recipe.labels, recipe.seed)
     if labels.indices.size == 0:
         raise ValueError(f"{ff.path}: no samples to make signals from")

@@ -264,20 +264,19 @@ def _load_or_extract_signals(cfg: RunConfig, inputs: JobInputs, ff: FeatureFile)
     recipe = signal_recipe(cfg.signals, cfg.seed, inputs.spec)
 
     def build() -> SignalSet:
-        if not recipe.plain:  # as many torch threads as the evaluation: fitting is its forward, many times
-            with cpu_threads(cfg.threads):
-                return make_signals(
-                    inputs.model,
-                    ff,
-                    indices,
-                    inputs.binning,
-                    recipe,
-                    inputs.spec,
-                    batch_size=cfg.batch_size,
-                    device=inputs.device,
-                    cache_dir=cache_dir(cfg),
-                    provenance=provenance,
-                )
+        if not recipe.plain:
+            return make_signals(
+                inputs.model,
+                ff,
+                indices,
+                inputs.binning,
+                recipe,
+                inputs.spec,
+                batch_size=cfg.batch_size,
+                device=inputs.device,
+                cache_dir=cache_dir(cfg),
+                provenance=provenance,
+            )
         return extract_signals(
             inputs.model,
             ff,
