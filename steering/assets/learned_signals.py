@@ -158,7 +158,7 @@ def _make_signals(
         meta["ratings_from"] = labels.ratings_from.tolist()
     if recipe.fitted:
         fitted, fit_meta = _fit(
-            model, ff, labels, groups, vectors, recipe, spec, batch_size, device, cache_dir, model_hash
+            model, ff, labels, groups, vectors, recipe, spec, batch_size, device, cache_dir, (model_hash, data_hash)
         )
         vectors, meta = fitted, {**meta, **fit_meta}
     signals = _signal_set(vectors, groups, labels, binning, recipe, provenance, meta)
@@ -229,7 +229,7 @@ def _fit(
     batch_size: int,
     device: torch.device,
     cache_dir: Path | None,
-    model_hash: str,
+    hashes: tuple[str, str],
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Fit the steered pathways' vectors (the others keep their means); the vectors and their provenance."""
     rows = np.flatnonzero(groups.kept)
@@ -240,7 +240,7 @@ def _fit(
             "signals.optimize.holdout", f"{ff.path}: {idx.size} signal-split clips are too few to hold some out"
         )
     steered = [PATHWAYS.index(p) for p in spec.pathways]
-    batches, predict = _steered_forward(model, ff, idx, spec, batch_size, device, cache_dir, model_hash)
+    batches, predict = _steered_forward(model, ff, idx, spec, batch_size, device, cache_dir, hashes)
     problem = FitProblem(means[:, steered], groups.number[rows], labels.targets[rows], held, batches, predict, device)
     started = time.perf_counter()
     result = fit_vectors(problem, recipe.optimize)
@@ -279,16 +279,16 @@ def _steered_forward(
     batch_size: int,
     device: torch.device,
     cache_dir: Path | None,
-    model_hash: str,
+    hashes: tuple[str, str],
 ) -> tuple[list[slice], Predict]:
     """Row batches over ``idx`` and the differentiable steered forward of each, from the shared work at
     ``spec.first_block`` (computed once, chunked and cached like the evaluation's)."""
     first_block = spec.first_block
     chunks = plan_chunks(idx.size, batch_size, shared_bytes_per_clip(model, first_block, ff.frames))
     key = shared_key(
-        model=model_hash,
+        model=hashes[0],
         purpose="signal fit",
-        data=ff.fingerprint(),
+        data=hashes[1],
         indices=indices_hash(idx),
         batch_size=batch_size,
         chunks=[(c.start, c.stop) for c in chunks],
