@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from steering.errors import ResultError
 from steering.signals.recipe import OptimizeSettings
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,8 @@ def _run(problem: FitProblem, settings: OptimizeSettings, step_size: float) -> t
     for step in range(settings.steps + 1):
         train, held, grad = _losses_and_grad(problem, vectors, want_grad=step < settings.steps)
         if not (math.isfinite(train) and math.isfinite(held)):
+            if step == 0:
+                raise ResultError("signals.method=optimized: the starting signals steer to non-finite predictions")
             log.warning("step size %g: the loss is not finite at step %d; stopped there", step_size, step)
             break
         curve.train.append(train)
