@@ -75,8 +75,9 @@ def check_bootstrap(resamples: int, confidence: float, prefix: str = "metrics") 
 def check_run_options(cfg: RunConfig) -> Binning:
     """Rules of ``conf/run.yaml`` the schema cannot state (it already checked types, ranges, choices).
 
-    The device this machine has, the bootstrap tail rule, a binning that holds together and a fixed
-    target that is one of its categories. No file is touched. Returns the checked binning.
+    How the signals are made (:func:`check_signal_recipe`), the device this machine has, the bootstrap
+    tail rule, a binning that holds together and a fixed target that is one of its categories. No file
+    is touched. Returns the checked binning.
     """
     from steering.data.binning import Binning
     from steering.engine.categories import CATEGORY_MODES
@@ -90,6 +91,7 @@ def check_run_options(cfg: RunConfig) -> Binning:
         if value not in registry:
             raise ConfigError(option, f"must be one of {', '.join(registry)}, got {value!r}")
     mode = CATEGORY_MODES[cfg.category.name]
+    check_signal_recipe(cfg, mode)
     check_device(cfg.device)
     check_bootstrap(int(cfg.metrics.bootstrap_resamples), float(cfg.metrics.confidence))
     binning = Binning.from_conf(cfg.binning)
@@ -102,6 +104,41 @@ def check_run_options(cfg: RunConfig) -> Binning:
         except ValueError as exc:
             raise ConfigError("category.target", str(exc)) from None
     return binning
+
+
+def check_signal_recipe(cfg: RunConfig, mode: Any) -> None:
+    """``signals.method``, ``signals.labels`` and ``signals.optimize`` against each other and the run.
+
+    A given ``signals.path`` is used as it is, so it takes no recipe; ``knn`` reads no labels and gives
+    each clip its own signal, so it takes neither a label control nor a category mode that draws
+    signals at random or steers toward one target; ``optimized`` fits through the shared work, which
+    priming changes (pass 1 itself is steered).
+    """
+    sig = cfg.signals
+    if sig.path and (sig.method != "mean" or sig.labels != "observed"):
+        option = "signals.method" if sig.method != "mean" else "signals.labels"
+        value = sig.method if sig.method != "mean" else sig.labels
+        raise ConfigError(
+            option, f"{value} makes signals from signals.split, but signals.path={sig.path} gives them (drop one)"
+        )
+    if sig.method == "knn":
+        if sig.labels != "observed":
+            raise ConfigError("signals.labels", f"{sig.labels} with signals.method=knn: knn reads no labels")
+        if mode.multi_draw or "target" in mode.needs:
+            raise ConfigError(
+                "signals.method",
+                f"knn gives each clip the signal of its nearest clips; category={mode.name} "
+                f"({'draws signals at random' if mode.multi_draw else 'steers toward one target'}) cannot use it",
+            )
+    if sig.method != "optimized":
+        return
+    steps = list(sig.optimize.step_sizes or [])
+    if not steps or not all(_finite(s) and float(s) > 0 for s in steps):
+        raise ConfigError("signals.optimize.step_sizes", f"must be a non-empty list of positive numbers, got {steps}")
+    if cfg.priming:
+        raise ConfigError(
+            "signals.method", "optimized fits through the shared work of pass 1, which priming=true steers (use one)"
+        )
 
 
 def check_input_paths(cfg: Any) -> None:

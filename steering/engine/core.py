@@ -4,7 +4,8 @@ Feedback acts on a block's *output* (gain, then ReLU), so for a configuration wh
 steered block is k, everything up to block k's unmodified pass-2 output is the same for every
 strength, method, signal and blend: pass 1, the model's own modulations, the baseline and that
 output (the "prefix"). :func:`shared_pass` computes them once; :func:`steer_from_shared` resumes
-the pass at block k with the steered gains, for several strengths in one batched forward.
+the pass at block k with the steered gains, for several strengths in one batched forward
+(:func:`steered_from_shared` is the same without inference mode, for fitting signals).
 :func:`steer_direct` is the straightforward reference (whole passes): both run the same
 operations on the same values, which the tests and ``benchmarks/sweep.py`` check.
 """
@@ -46,6 +47,10 @@ class SharedPass:
 
     def to(self, device: torch.device | str) -> SharedPass:
         return self._map(lambda t: t.to(device))
+
+    def clone(self) -> SharedPass:
+        """Ordinary copies of the tensors: usable in autograd, unlike those made in inference mode."""
+        return self._map(torch.Tensor.clone)
 
     def rows(self, rows: slice) -> SharedPass:
         """The same results for a slice of the batch."""
@@ -168,6 +173,24 @@ def steer_from_shared(
 
     Runs only the gain at the first steered block and the layers after it; the S strengths share
     one batched forward. ``spec.strength`` is ignored in favour of ``strengths``.
+    """
+    return steered_from_shared(model, shared, spec, signals, mask, strengths)
+
+
+def steered_from_shared(
+    model: LRMEmotionNet,
+    shared: SharedPass,
+    spec: SteeringSpec,
+    signals: Mapping[str, torch.Tensor],
+    mask: torch.Tensor,
+    strengths: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """:func:`steer_from_shared` without inference mode: differentiable in ``signals``.
+
+    Fitting signals by gradient descent (``signals.method=optimized``) runs this under
+    ``torch.enable_grad`` on a :meth:`SharedPass.clone` (tensors made in inference mode cannot be
+    saved for backward); evaluation runs it through :func:`steer_from_shared`. One body, so the
+    fitted objective is exactly the evaluated forward.
     """
     _require_eval(model)
     if spec.priming:

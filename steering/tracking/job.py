@@ -17,6 +17,7 @@ import mlflow
 import numpy as np
 import torch
 
+from steering.assets.learned_signals import make_signals, signal_recipe
 from steering.assets.resolve import resolve_inputs
 from steering.assets.validation import check_input_paths, check_run_inputs, check_run_options
 from steering.data import FeatureFile, file_hash, same_feature_file, split_indices
@@ -49,7 +50,7 @@ from steering.util.hashing import config_hash
 from steering.vocab import TARGETS
 
 if TYPE_CHECKING:
-    from steering.config.schema import RunConfig
+    from steering.config.schema import RunConfig, SignalsConf
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ def evaluate(
     with FeatureFile(inputs.features) as ff:  # no MLflow run yet: a failure here leaves the store untouched
         signals = _load_or_extract_signals(cfg, inputs, ff)
         eval_idx = split_indices(len(ff), cfg.data.eval_split, cfg.data.split, cfg.data.train_fraction)
-        signal_tags = _signal_tags(signals, inputs, eval_idx)
+        signal_tags = _signal_tags(signals, inputs, eval_idx, cfg.signals)
         plan = plan_from_config(cfg, inputs.spec, inputs.binning, inputs.model_hash, inputs.data_hash)
         loaded = EvaluationInputs(
             inputs.model, ff, eval_idx, signals, inputs.binning, inputs.device, inputs.model_hash, inputs.data_hash
@@ -246,6 +247,9 @@ def _resume(
 
 
 def _load_or_extract_signals(cfg: RunConfig, inputs: JobInputs, ff: FeatureFile) -> SignalSet:
+    """The run's signals: a given file as it is, else made from ``signals.split`` by ``signals.method`` and
+    ``signals.labels`` (cached by content). ``knn`` starts from the plain category means: the evaluation
+    picks each clip's neighbours."""
     if cfg.signals.path:
         return load_signals(cfg.signals.path, inputs.binning)
     split = cfg.signals.split
@@ -259,8 +263,22 @@ def _load_or_extract_signals(cfg: RunConfig, inputs: JobInputs, ff: FeatureFile)
         "split": split,
         "split_scheme": cfg.data.split,
     }
+    recipe = signal_recipe(cfg.signals, cfg.seed, inputs.spec)
 
     def build() -> SignalSet:
+        if not recipe.plain:
+            return make_signals(
+                inputs.model,
+                ff,
+                indices,
+                inputs.binning,
+                recipe,
+                inputs.spec,
+                batch_size=cfg.batch_size,
+                device=inputs.device,
+                cache_dir=cache_dir(cfg),
+                provenance=provenance,
+            )
         return extract_signals(
             inputs.model,
             ff,
@@ -271,12 +289,27 @@ def _load_or_extract_signals(cfg: RunConfig, inputs: JobInputs, ff: FeatureFile)
             provenance=provenance,
         )
 
-    return cached_signals(inputs.model_hash, inputs.data_hash, indices, inputs.binning, cache_dir(cfg), build)
+    signals = cached_signals(
+        inputs.model_hash, inputs.data_hash, indices, inputs.binning, cache_dir(cfg), build, recipe=recipe
+    )
+    fit = signals.metadata.get("fit")
+    if isinstance(fit, dict):
+        log.info(
+            "optimized signals (labels %s): step size %s, step %s; train loss %.5f -> %.5f, held-out %.5f -> %.5f",
+            cfg.signals.labels,
+            fit.get("step_size"),
+            fit.get("step"),
+            *(float(fit.get(k, float("nan"))) for k in ("train_loss_start", "train_loss")),
+            *(float(fit.get(k, float("nan"))) for k in ("holdout_loss_start", "holdout_loss")),
+        )
+    return signals
 
 
-def _signal_tags(signals: SignalSet, inputs: JobInputs, eval_idx: np.ndarray) -> dict[str, str]:
-    """Tags saying where the signals come from, whether they saw evaluated clips (leakage) and whether
-    another checkpoint made them."""
+def _signal_tags(
+    signals: SignalSet, inputs: JobInputs, eval_idx: np.ndarray, conf: SignalsConf | None = None
+) -> dict[str, str]:
+    """Tags saying where the signals come from, how they were made (``signals.method``/``labels``; a file's
+    as it records them), whether they saw evaluated clips (leakage) and whether another checkpoint made them."""
     provenance = signals.metadata or {}
     leak, foreign = _leakage(provenance, inputs.data_hash, eval_idx)
     other_model = other_checkpoint(signals, inputs.model_hash, inputs.checkpoint)
@@ -284,10 +317,16 @@ def _signal_tags(signals: SignalSet, inputs: JobInputs, eval_idx: np.ndarray) ->
         log.warning(
             "the signals were extracted with another checkpoint (%s): they steer from its activations", other_model
         )
+    if conf is not None and not conf.path:
+        method, labels = str(conf.method), str(conf.labels)
+    else:  # a file: what it records (files written before signals.method existed are category means)
+        method, labels = str(provenance.get("method", "mean")), str(provenance.get("labels", "observed"))
     return {
         "signals_source": str(signals.source_path or "extracted"),
         "signals_fingerprint": signals.fingerprint(),
         "signals_split": str(provenance.get("split", "file")),
+        "signals_method": method,
+        "signals_labels": labels,
         "signals_leakage": str(leak).lower(),
         "signals_other_data": str(foreign).lower(),
         "signals_other_checkpoint": str(bool(other_model)).lower(),
