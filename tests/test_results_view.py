@@ -86,6 +86,28 @@ def test_terminal_view_fits_100_columns_even_for_wide_sweeps():
     assert "95% CI" in narrow and max(len(line) for line in narrow.splitlines()) <= 100
 
 
+def test_terminal_view_drops_choices_a_named_variant_fixes_before_shortening_names():
+    from steering.sweep import report
+
+    variants = ["mean", "knn", "optimized", "optimized_permuted", "optimized_global"]
+    table = sweep_table(
+        {
+            "signal_variant": variants,
+            "category": ["oracle", "mean", "oracle", "oracle", "oracle"],
+            "signals.method": ["mean", "knn", "optimized", "optimized", "optimized"],
+            "signals.labels": ["observed", "observed", "observed", "permuted", "none"],
+        }
+    )
+    table["dr_valence_q"] = table["dr_arousal_q"] = 0.5
+    lines = report.terminal_view(table).splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert lines[0].split()[:3] == ["job", "signal_variant", "Δr"]  # the columns the variant fixes are left out
+    assert [line.split()[1] for line in lines[2:]] == variants  # every name in full
+    # choices that vary on their own stay, even when names get shortened
+    crossed = sweep_table({"method": ["lrm", "bypass"] * 2, "strength": [1.0, 1.0, 2.0, 2.0]})
+    assert report.terminal_view(crossed).splitlines()[0].split()[:3] == ["job", "method", "strength"]
+
+
 def test_forest_plot_for_a_sweep_that_does_not_vary_strength(tmp_path):
     table = sweep_table({"category": ["oracle", "predicted", "random"], "strength": [2.0, 2.0, 2.0]})
     table.loc[1, "oracle"] = "false"

@@ -84,9 +84,27 @@ def write_report(
 
 
 def terminal_view(table: pd.DataFrame, width: int = TERMINAL_WIDTH) -> str:
-    """The table's varying choices and main metrics, fitted to ``width`` columns."""
+    """The table's varying choices and main metrics, fitted to ``width`` columns.
+
+    When the names would have to be shortened to fit, choices that an earlier column already
+    determines (``signals.method`` under a ``signal_variant``) are left out first: comparison.md keeps them.
+    """
     choices = [c for c in tbl.choice_columns(table) if table[c].nunique(dropna=False) > 1]
-    return formats.terminal_view(table, choices, width)
+    text = formats.terminal_view(table, choices, width)
+    independent = _independent_choices(table, choices)
+    if "…" in text and len(independent) < len(choices):
+        return formats.terminal_view(table, independent, width)
+    return text
+
+
+def _independent_choices(table: pd.DataFrame, choices: list[str]) -> list[str]:
+    """``choices`` less each column whose value an earlier kept column fixes (one value per group)."""
+    kept: list[str] = []
+    for column in choices:
+        as_text = table[column].astype(str)
+        if not any(as_text.groupby(table[k].astype(str)).nunique().max() <= 1 for k in kept):
+            kept.append(column)
+    return kept
 
 
 def terminal_text(report: SweepReport, width: int = TERMINAL_WIDTH) -> str:
