@@ -44,16 +44,18 @@ def draw_ledger(table: pd.DataFrame, context: FigureContext | None = None):
     plt = _pyplot()
     context = context or FigureContext(sweep_id="")
     by_strength = "strength" in data and data["strength"].nunique(dropna=True) >= 2
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    # Per row the configurations are named on a shared y axis (read across, like forest.png).
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), sharey=not by_strength)
     panels = list(axes.flat)
     handles = _draw_over_strength(panels, data) if by_strength else _draw_per_row(panels, data, context)
     for ax, (column, label) in zip(panels, PANELS):
-        ax.set_ylabel(label, fontsize=9)
+        (ax.set_ylabel if by_strength else ax.set_xlabel)(label, fontsize=9)
         ax.grid(alpha=0.3)
+        limits = ax.set_ylim if by_strength else ax.set_xlim
         if column in ("gain_silenced_share", "gain_doubled_share", "took_effect"):
-            ax.set_ylim(-0.05, 1.05)
-        if column == "gain_mean":
-            ax.axhline(1.0, color="black", lw=1, ls="--")  # gain 1: the block's output unchanged
+            limits(-0.05, 1.05)
+        if column == "gain_mean":  # gain 1: the block's output unchanged
+            (ax.axhline if by_strength else ax.axvline)(1.0, color="black", lw=1, ls="--")
     question = "What did each intervention do to the steered blocks, the embedding and the predictions?"
     fig.suptitle(
         context.title(data, ["gain and block change: mean over the steered connections"], question), fontsize=10
@@ -90,12 +92,14 @@ def _draw_over_strength(axes, data: pd.DataFrame) -> list:
 
 
 def _draw_per_row(axes, data: pd.DataFrame, context: FigureContext) -> list:
-    """One point per row, labelled by its configuration (the method, or whatever else the sweep varied)."""
+    """One point per row, the rows named on the shared y axis (the method, or whatever else the sweep varied)."""
     labels = row_labels(data, context.varied)
-    x = range(len(data))
+    y = list(range(len(data)))
+    colours = [OKABE_ITO[i % len(OKABE_ITO)] for i in y]
     for ax, (column, _) in zip(axes, PANELS):
-        colours = [OKABE_ITO[i % len(OKABE_ITO)] for i in x]
-        ax.scatter(list(x), data[column], c=colours, marker="o", zorder=3)
-        ax.set_xticks(list(x), labels, rotation=30, ha="right", fontsize=8)
-        ax.set_xlim(-0.5, len(data) - 0.5)
+        ax.scatter(data[column], y, c=colours, marker="o", zorder=3)
+    axes[0].set_yticks(y, labels)
+    for ax in axes:
+        ax.tick_params(axis="y", labelsize=8)
+    axes[0].set_ylim(len(data) - 0.5, -0.5)  # the first row on top, as in the table
     return []
