@@ -284,17 +284,21 @@ def test_the_sweep_notices_an_interrupt_and_the_previous_handler_still_acts():
     from steering.sweep.interrupt import InterruptWatch
 
     noticed = []
-    before = signal.getsignal(signal.SIGINT)
-    watch = InterruptWatch(lambda: noticed.append(True))
-    watch.install()
+    # Python's own Ctrl-C handler, also when pytest runs as a background job (which inherits SIGINT ignored)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(5)  # the handler raises during this call
+        watch = InterruptWatch(lambda: noticed.append(True))
+        watch.install()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the handler raises during this call
+        finally:
+            watch.remove()
+        assert noticed == [True]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
-        watch.remove()
-    assert noticed == [True]
-    assert signal.getsignal(signal.SIGINT) is before
+        signal.signal(signal.SIGINT, inherited)
 
 
 def _job_started(sweep_dir: Path) -> bool:

@@ -127,5 +127,7 @@ def test_every_signal_variant_composes_and_knn_reads_no_label(compose_config, va
     mode = category_mode(cfg.category.name)
     if cfg.signals.method == "knn":
         assert not mode.oracle and not mode.multi_draw and not mode.per_sample and mode.needs <= {"grand_mean"}
+    elif variant.endswith("_predicted"):  # the label-free conditions: the model's own category, no rating read
+        assert not mode.oracle and mode.per_sample and "predicted" in mode.needs
     else:
         assert mode.oracle  # the category conditions of the preset: each clip's own category

@@ -206,7 +206,9 @@ def ledger_metrics(ledger: Mapping) -> dict[str, float]:
         out[f"block_change_{name}"] = entry["block_change"]
     for stat in ("mean", "silenced_share", "doubled_share"):
         out[f"gain_{stat}"] = float(np.mean([e["gain"][stat] for e in conns.values()]))
-    out["block_change"] = float(np.nanmean([e["block_change"] for e in conns.values()]))
+    changes = np.array([e["block_change"] for e in conns.values()], dtype=np.float64)
+    # nan when no block output was finite (a run whose steered pass overflowed)
+    out["block_change"] = float(changes[np.isfinite(changes)].mean()) if np.isfinite(changes).any() else math.nan
     out["embedding_change"] = float(ledger["embedding_change"])
     out["ignores_strength"] = float(all(e["strength_change"] < STRENGTH_FREE for e in conns.values()))
     return out
