@@ -22,8 +22,9 @@ from steering.sweep.columns import varying_choices
 from steering.sweep.figures import FigureContext, _pyplot, _save
 from steering.vocab import TARGETS
 
-#: Nine targets need nine colours: Okabe-Ito without its yellow (unreadable as text on white), a grey, a brown.
-COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#000000", "#999999", "#8C510A")
+#: Nine targets need nine colours: Okabe-Ito without its yellow (unreadable as text on white) and its black (the
+#: baseline centroid is the black dot), a purple, a grey, a brown.
+COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#7B3294", "#999999", "#8C510A")
 #: Behind a label: the arrows and lines it crosses stay visible, the text stays readable.
 _LABEL_BOX = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.75}
 _POINTS = ("target_centre", "base_centroid", "steered_centroid")
