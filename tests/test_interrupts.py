@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pandas as pd
@@ -420,3 +421,38 @@ def test_sigterm_during_training_ends_its_run_killed(assets, make_feature_arrays
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert [ln for ln in stderr.splitlines() if ln.strip()] == ["error: interrupted (SIGTERM)"]
     assert client.get_run(run.info.run_id).info.status == "KILLED"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped Terminated, on purpose
+def test_an_interrupt_python_dropped_inside_a_weakref_callback_still_ends_the_sweep_at_the_next_job():
+    """A handler runs between any two bytecodes; inside a weakref callback its Terminated is printed and
+    dropped (seen: a SIGTERMed sweep that ran on to exit 0). The sweep's next job boundary acts on it again."""
+    import weakref
+
+    from steering.errors import Terminated
+    from steering.sweep.callback import MlflowSweepCallback
+    from steering.sweep.interrupt import InterruptWatch
+
+    def raise_terminated(signum, _frame):  # what steering.cli installs for SIGTERM
+        raise Terminated(f"signal {signum}")
+
+    inherited = signal.signal(signal.SIGTERM, raise_terminated)
+    callback = MlflowSweepCallback()
+    callback._sweep = types.SimpleNamespace(interrupted=False, done=False)
+    callback._watch = InterruptWatch(callback.mark_interrupted)
+    callback._watch.install()
+    try:
+        callback.on_job_start(config=None, task_function=None)  # no interrupt yet: nothing happens
+
+        class Clip:
+            pass
+
+        clip = Clip()
+        ref = weakref.ref(clip, lambda _ref: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(1)))
+        del clip  # the callback runs here; the handler's Terminated is raised inside it and dropped
+        assert ref() is None and callback._sweep.interrupted
+        with pytest.raises(Terminated):
+            callback.on_job_start(config=None, task_function=None)
+    finally:
+        callback._watch.remove()
+        signal.signal(signal.SIGTERM, inherited)

@@ -271,14 +271,24 @@ class MlflowSweepCallback(Callback):
         )
 
     # -- per job (runs in the job's process: in-process, joblib worker or submitit job) -----------
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._act_on_a_dropped_interrupt()
+
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if job_return.status != JobStatus.FAILED:
-            return
-        try:
-            _record_failed_job(config, job_return)
-            offline.record_failed_job(config, job_return)  # tracking=offline: in the job's own store
-        except Exception:  # never let bookkeeping hide the job's own error
-            log.exception("could not record the failed job in MLflow")
+        if job_return.status == JobStatus.FAILED:
+            try:
+                _record_failed_job(config, job_return)
+                offline.record_failed_job(config, job_return)  # tracking=offline: in the job's own store
+            except Exception:  # never let bookkeeping hide the job's own error
+                log.exception("could not record the failed job in MLflow")
+        self._act_on_a_dropped_interrupt()
+
+    def _act_on_a_dropped_interrupt(self) -> None:
+        """An interrupt whose exception Python dropped (steering.sweep.interrupt.InterruptWatch.act_again)
+        ends the sweep at the next job boundary; only where the sweep's watch is (the sweep's own process)."""
+        watch = getattr(self, "_watch", None)
+        if watch is not None and getattr(self, "_sweep", None) is not None and not self._sweep.done:
+            watch.act_again()
 
     # -- sweep end ---------------------------------------------------------------------------------
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

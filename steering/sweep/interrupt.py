@@ -63,6 +63,21 @@ class InterruptWatch:
             return
         self.signum = signum
         self.on_interrupt()
+        self._act(signum, frame)
+
+    def act_again(self) -> None:
+        """Let the previous handler act again on the signal that interrupted the sweep, if one did.
+
+        Python runs a handler between any two bytecodes, also inside a weakref callback or a
+        ``__del__``, where the exception it raises (KeyboardInterrupt, Terminated) is printed and
+        dropped: the sweep would carry on. The sweep calls this at each job boundary, so a dropped
+        interrupt still ends it there.
+        """
+        if self.signum is not None:
+            self._act(self.signum, None)
+
+    def _act(self, signum: int, frame: FrameType | None) -> None:
+        previous = self._previous.get(signum, signal.SIG_DFL)
         if callable(previous):
             previous(signum, frame)
             return
