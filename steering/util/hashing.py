@@ -33,6 +33,14 @@ ADDED_DEFAULTS: dict[str, Any] = {
     "demo.train.target_weights": [1.0, 1.0],
     "demo.train.train_fraction": 0.7,
     "demo.train.weight_decay": 0.0,
+    # how the signals are made (docs/signals.md); at these values: the category means, as before
+    "signals.method": "mean",
+    "signals.k": 10,
+    "signals.labels": "observed",
+    "signals.optimize.steps": 200,
+    "signals.optimize.step_sizes": [0.01, 0.03, 0.1],
+    "signals.optimize.patience": 20,
+    "signals.optimize.holdout": 0.2,
 }
 _ABSENT = object()
 
