@@ -20,18 +20,19 @@ import torch
 
 from steering.assets.learned_signals import make_signals
 from steering.assets.validation import check_run_options
+from steering.config.schema import OptimizeConf
 from steering.data import FeatureFile, split_indices
 from steering.data.binning import Binning
 from steering.engine import SteeringSpec, select_connections
 from steering.engine.core import steer_direct
 from steering.errors import ConfigError
 from steering.signals import cache_key
-from steering.signals.recipe import OptimizeSettings, SignalRecipe
+from steering.signals.recipe import SignalRecipe
 from steering.signals.signalset import PATHWAYS
 from steering.tracking.job import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = OptimizeSettings(steps=15, step_sizes=(0.05,), patience=15, holdout=0.25)
+FAST = OptimizeConf(steps=15, step_sizes=(0.05,), patience=15, holdout=0.25)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_optimized_lowers_the_training_loss_below_the_category_means(tiny_model,
 
 def test_the_same_seed_gives_the_same_vectors_bit_for_bit(tiny_model, feature_file, binning):
     spec = _spec(tiny_model, "arousal", "conv2")  # through conv blocks, not the pooled shortcut
-    recipe = SignalRecipe(method="optimized", optimize=OptimizeSettings(steps=4, step_sizes=(0.05, 0.1), patience=4))
+    recipe = SignalRecipe(method="optimized", optimize=OptimizeConf(steps=4, step_sizes=(0.05, 0.1), patience=4))
     with FeatureFile(feature_file) as ff:
         first, second = _make(tiny_model, ff, binning, recipe, spec), _make(tiny_model, ff, binning, recipe, spec)
         other = _make(tiny_model, ff, binning, SignalRecipe(method="optimized", seed=1, optimize=recipe.optimize), spec)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from steering.config.schema import OptimizeConf
 from steering.data import FeatureFile, indices_hash
 from steering.data.binning import Binning
 from steering.engine.chunked import plan_chunks, shared_bytes_per_clip, shared_chunk
@@ -29,7 +30,7 @@ from steering.errors import ConfigError
 from steering.signals.diagnostics import signal_diagnostics
 from steering.signals.labels import ALL_CLIPS, SignalLabels, holdout_split, signal_labels
 from steering.signals.optimize import FitProblem, FitResult, Predict, fit_vectors
-from steering.signals.recipe import OptimizeSettings, SignalRecipe
+from steering.signals.recipe import SignalRecipe
 from steering.signals.reference import reference_activations
 from steering.signals.signalset import PATHWAYS, SignalSet
 from steering.util.hardware import cpu_threads
@@ -45,9 +46,9 @@ def signal_recipe(signals_conf: Any, seed: int, spec: SteeringSpec) -> SignalRec
         method=str(signals_conf.method),
         labels=str(signals_conf.labels),
         seed=int(seed),
-        optimize=OptimizeSettings(
+        optimize=OptimizeConf(
             steps=int(opt.steps),
-            step_sizes=tuple(float(s) for s in opt.step_sizes),
+            step_sizes=[float(s) for s in opt.step_sizes],
             patience=int(opt.patience),
             holdout=float(opt.holdout),
         ),
@@ -122,60 +123,45 @@ def make_signals(
     on the demo), and a fit amplifies the last bits, so a seed would not give the same vectors.
     """
     with cpu_threads(1 if device.type == "cpu" else None):
-        return _make_signals(model, ff, indices, binning, recipe, spec, batch_size, device, cache_dir, provenance)
-
-
-def _make_signals(
-    model: Any,
-    ff: FeatureFile,
-    indices: np.ndarray,
-    binning: Binning,
-    recipe: SignalRecipe,
-    spec: SteeringSpec,
-    batch_size: int,
-    device: torch.device,
-    cache_dir: Path | None,
-    provenance: dict[str, Any],
-) -> SignalSet:
-    labels = signal_labels(ff.valence, ff.arousal, indices, binning, recipe.labels, recipe.seed)
-    if labels.indices.size == 0:
-        raise ValueError(f"{ff.path}: no samples to make signals from")
-    model_hash, data_hash = str(provenance["checkpoint_hash"]), str(provenance["data_hash"])
-    acts = reference_activations(
-        model,
-        ff,
-        labels.indices,
-        model_hash=model_hash,
-        data_hash=data_hash,
-        batch_size=batch_size,
-        device=device,
-        cache_dir=cache_dir,
-    )
-    groups = signal_groups(labels, binning)
-    vectors = group_means(acts, groups)
-    meta: dict[str, Any] = {"indices": labels.indices.tolist()}
-    if labels.ratings_from is not None:
-        meta["ratings_from"] = labels.ratings_from.tolist()
-    if recipe.fitted:
-        fitted, fit_meta = _fit(
-            model, ff, labels, groups, vectors, recipe, spec, batch_size, device, cache_dir, (model_hash, data_hash)
+        labels = signal_labels(ff.valence, ff.arousal, indices, binning, recipe.labels, recipe.seed)
+        if labels.indices.size == 0:
+            raise ValueError(f"{ff.path}: no samples to make signals from")
+        model_hash, data_hash = str(provenance["checkpoint_hash"]), str(provenance["data_hash"])
+        acts = reference_activations(
+            model,
+            ff,
+            labels.indices,
+            model_hash=model_hash,
+            data_hash=data_hash,
+            batch_size=batch_size,
+            device=device,
+            cache_dir=cache_dir,
         )
-        vectors, meta = fitted, {**meta, **fit_meta}
-    signals = _signal_set(vectors, groups, labels, binning, recipe, provenance, meta)
-    signals.generation_config = {**recipe.describe(), "min_samples": binning.min_samples, "batch_size": batch_size}
-    if labels.mode == "none":  # one vector everywhere: only the (zero) distances between categories say anything
-        signals.metadata["diagnostics"] = signal_diagnostics(signals)
-    else:
-        signals.metadata["diagnostics"] = signal_diagnostics(signals, acts, labels.groups.astype(str))
-    log.info(
-        "made %d signals (%s, labels %s) from %d samples of split %s",
-        len(signals),
-        recipe.method,
-        recipe.labels,
-        labels.indices.size,
-        provenance.get("split", "?"),
-    )
-    return signals
+        groups = signal_groups(labels, binning)
+        vectors = group_means(acts, groups)
+        meta: dict[str, Any] = {"indices": labels.indices.tolist()}
+        if labels.ratings_from is not None:
+            meta["ratings_from"] = labels.ratings_from.tolist()
+        if recipe.fitted:
+            fitted, fit_meta = _fit(
+                model, ff, labels, groups, vectors, recipe, spec, batch_size, device, cache_dir, (model_hash, data_hash)
+            )
+            vectors, meta = fitted, {**meta, **fit_meta}
+        signals = _signal_set(vectors, groups, labels, binning, recipe, provenance, meta)
+        signals.generation_config = {**recipe.describe(), "min_samples": binning.min_samples, "batch_size": batch_size}
+        if labels.mode == "none":  # one vector everywhere: only the (zero) distances between categories say anything
+            signals.metadata["diagnostics"] = signal_diagnostics(signals)
+        else:
+            signals.metadata["diagnostics"] = signal_diagnostics(signals, acts, labels.groups.astype(str))
+        log.info(
+            "made %d signals (%s, labels %s) from %d samples of split %s",
+            len(signals),
+            recipe.method,
+            recipe.labels,
+            labels.indices.size,
+            provenance.get("split", "?"),
+        )
+        return signals
 
 
 def _signal_set(
@@ -250,6 +236,7 @@ def _fit(
 
 
 def _fit_provenance(result: FitResult, idx: np.ndarray, held: np.ndarray, seconds: float) -> dict[str, Any]:
+    """The fit's part of the signal file's metadata (the run logs its summary, cached or not: tracking.job)."""
     fit = {
         "step_size": result.step_size,
         "step": result.step,
@@ -257,16 +244,6 @@ def _fit_provenance(result: FitResult, idx: np.ndarray, held: np.ndarray, second
         "seconds": round(seconds, 3),
         "curves": [c.to_dict() for c in result.curves],
     }
-    log.info(
-        "optimized signals: step size %g, step %d; train loss %.5f -> %.5f, held-out loss %.5f -> %.5f (%.1f s)",
-        result.step_size,
-        result.step,
-        fit["train_loss_start"],
-        fit["train_loss"],
-        fit["holdout_loss_start"],
-        fit["holdout_loss"],
-        seconds,
-    )
     # ``indices`` (what the leakage check and the random control read): every clip the fit saw
     return {"indices": idx.tolist(), "fit_indices": idx[~held].tolist(), "stop_indices": idx[held].tolist(), "fit": fit}
 

@@ -145,15 +145,35 @@ def steered_modulations(
     mods = dict(own_modulations)
     keep = mask.view(-1, 1, 1, 1)
     for conn in sorted(spec.connections):
-        own = own_sources[conn.pathway]
-        source = (
-            signals[conn.pathway]
-            if spec.alpha == 1.0
-            else spec.alpha * signals[conn.pathway] + (1.0 - spec.alpha) * own
-        )
+        source = blended_source(spec, conn, signals, own_sources)
         steered = method_modulation(model.modblock(conn), source, spec.method, strength)
         mods[conn] = torch.where(keep, steered, own_modulations[conn])
     return mods
+
+
+def blended_source(
+    spec: SteeringSpec, conn: Connection, signals: Mapping[str, torch.Tensor], own_sources: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """What the method receives on ``conn``: alpha * signal + (1 - alpha) * the model's own pass-1 activation."""
+    signal = signals[conn.pathway]
+    return signal if spec.alpha == 1.0 else spec.alpha * signal + (1.0 - spec.alpha) * own_sources[conn.pathway]
+
+
+def priming_gains(
+    model: LRMEmotionNet,
+    spec: SteeringSpec,
+    signals: Mapping[str, torch.Tensor],
+    mask: torch.Tensor,
+    strength: torch.Tensor,
+) -> dict[int, torch.Tensor] | None:
+    """The gains of a steered pass 1 (``spec.priming``), else None. Pass 1 has no own feedback:
+    unselected rows and connections get no modulation at all."""
+    if not spec.priming:
+        return None
+    device = mask.device
+    zeros = {p: torch.zeros(mask.shape[0], model.config.source_dim, device=device) for p in PATHWAYS}
+    blank = {c: torch.zeros(1, device=device) for c in spec.connections}
+    return model.gains_from(steered_modulations(model, spec, zeros, blank, signals, mask, strength))
 
 
 def _repeat(t: torch.Tensor, times: int) -> torch.Tensor:
@@ -228,14 +248,7 @@ def steer_direct(
     _require_eval(model)
     batch = features.shape[0]
     strength = torch.full((batch,), float(spec.strength), device=features.device)
-    priming_gains = None
-    if spec.priming:
-        # Pass 1 has no own feedback: unselected rows/connections get no modulation at all.
-        zeros = {p: torch.zeros(batch, model.config.source_dim, device=features.device) for p in PATHWAYS}
-        blank = {c: torch.zeros(1, device=features.device) for c in spec.connections}
-        primed = steered_modulations(model, spec, zeros, blank, signals, mask, strength)
-        priming_gains = model.gains_from(primed)
-    first = model.feedforward(features, priming_gains)
+    first = model.feedforward(features, priming_gains(model, spec, signals, mask, strength))
     own = model.modulations(first)
     sources = {p: first[f"{p}_128d"] for p in PATHWAYS}
     mods = steered_modulations(model, spec, sources, own, signals, mask, strength)

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from steering.engine.core import steered_modulations
+from steering.engine.core import blended_source, priming_gains, steered_modulations
 from steering.engine.methods import FINAL_STAGE, method_modulation
 from steering.engine.spec import SteeringSpec
 from steering.model.lrm import TRACE_STAGES, Connection
@@ -77,23 +77,6 @@ def gain_stats(gain: torch.Tensor) -> dict[str, float]:
     }
 
 
-def _sources(spec: SteeringSpec, own: Mapping[str, torch.Tensor], signals: Mapping[str, torch.Tensor], conn):
-    """The source the method receives on ``conn``: alpha * signal + (1 - alpha) * own (as the engine blends)."""
-    if spec.alpha == 1.0:
-        return signals[conn.pathway]
-    return spec.alpha * signals[conn.pathway] + (1.0 - spec.alpha) * own[conn.pathway]
-
-
-def _pass1(model: LRMEmotionNet, spec: SteeringSpec, features, signals, mask, strength):
-    """Pass 1 as the steered run sees it (primed when ``spec.priming``, as in ``steer_direct``)."""
-    priming_gains = None
-    if spec.priming:
-        zeros = {p: torch.zeros(len(mask), model.config.source_dim, device=features.device) for p in PATHWAYS}
-        blank = {c: torch.zeros(1, device=features.device) for c in spec.connections}
-        priming_gains = model.gains_from(steered_modulations(model, spec, zeros, blank, signals, mask, strength))
-    return model.single_pass(features, priming_gains)
-
-
 @torch.inference_mode()
 def probe_ledger(
     model: LRMEmotionNet, spec: SteeringSpec, features: torch.Tensor, signals: Mapping[str, torch.Tensor]
@@ -112,7 +95,7 @@ def probe_ledger(
     base_taps: dict = {}
     model.single_pass(features, model.gains_from(own_mods), taps=base_taps)
     if spec.priming:  # the steered run's own feedback comes from its primed pass 1
-        first = _pass1(model, spec, features, signals, mask, strength)
+        first = model.single_pass(features, priming_gains(model, spec, signals, mask, strength))
         own_mods = model.modulations(first)
     own = {p: first[f"{p}_128d"] for p in PATHWAYS}
     mods = steered_modulations(model, spec, own, own_mods, signals, mask, strength)
@@ -121,7 +104,7 @@ def probe_ledger(
     model.single_pass(features, gains, taps=taps)
     connections = {}
     for conn in sorted(spec.connections):
-        block, source = model.modblock(conn), _sources(spec, own, signals, conn)
+        block, source = model.modblock(conn), blended_source(spec, conn, signals, own)
         trace: dict = {}
         method_modulation(block, source, spec.method, strength, trace)
         at_reference = method_modulation(block, source, spec.method, reference)
@@ -186,7 +169,8 @@ def run_ledger(
 
 
 def _name(conn: str) -> str:
-    return Connection.parse(conn).pathway + "_" + Connection.parse(conn).layer
+    parsed = Connection.parse(conn)
+    return f"{parsed.pathway}_{parsed.layer}"
 
 
 def ledger_metrics(ledger: Mapping) -> dict[str, float]:

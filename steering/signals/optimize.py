@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from steering.config.schema import OptimizeConf
 from steering.errors import ResultError
-from steering.signals.recipe import OptimizeSettings
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _losses_and_grad(problem: FitProblem, vectors: torch.Tensor, want_grad: bool
     return train_sum / max(n_fit, 1), held_sum / max(n_held, 1), grad
 
 
-def _run(problem: FitProblem, settings: OptimizeSettings, step_size: float) -> tuple[Curve, torch.Tensor]:
+def _run(problem: FitProblem, settings: OptimizeConf, step_size: float) -> tuple[Curve, torch.Tensor]:
     """Adam from ``problem.init`` with early stopping on the held-out loss: the curve and the kept vectors."""
     vectors = torch.tensor(problem.init, dtype=torch.float32, device=problem.device, requires_grad=True)
     optimizer = torch.optim.Adam([vectors], lr=step_size)
@@ -139,7 +139,7 @@ def _run(problem: FitProblem, settings: OptimizeSettings, step_size: float) -> t
     return curve, best
 
 
-def fit_vectors(problem: FitProblem, settings: OptimizeSettings) -> FitResult:
+def fit_vectors(problem: FitProblem, settings: OptimizeConf) -> FitResult:
     """Fit ``problem`` with each step size in ``settings``; keep the best held-out step of the best one.
 
     When no step beats the start, the result is the starting vectors themselves (float64, unrounded).

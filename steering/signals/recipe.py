@@ -11,23 +11,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from steering.config.schema import OptimizeConf
 
-@dataclass(frozen=True)
-class OptimizeSettings:
-    """``signals.optimize``: Adam steps per step size, the candidate step sizes, patience, held-out share."""
 
-    steps: int = 200
-    step_sizes: tuple[float, ...] = (0.01, 0.03, 0.1)
-    patience: int = 20
-    holdout: float = 0.2
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "steps": int(self.steps),
-            "step_sizes": [float(s) for s in self.step_sizes],
-            "patience": int(self.patience),
-            "holdout": float(self.holdout),
-        }
+def optimize_dict(settings: OptimizeConf) -> dict[str, Any]:
+    """``signals.optimize`` as plain values, for cache keys and signal files."""
+    return {
+        "steps": int(settings.steps),
+        "step_sizes": [float(s) for s in settings.step_sizes],
+        "patience": int(settings.patience),
+        "holdout": float(settings.holdout),
+    }
 
 
 @dataclass(frozen=True)
@@ -41,7 +35,7 @@ class SignalRecipe:
     method: str = "mean"
     labels: str = "observed"
     seed: int = 0
-    optimize: OptimizeSettings = field(default_factory=OptimizeSettings)
+    optimize: OptimizeConf = field(default_factory=OptimizeConf)
     steering: Mapping[str, Any] | None = None
 
     @property
@@ -63,7 +57,7 @@ class SignalRecipe:
         if self.labels == "permuted" or self.fitted:  # the seed draws the permutation and the held-out clips
             out["seed"] = int(self.seed)
         if self.fitted:
-            out["optimize"] = self.optimize.to_dict()
+            out["optimize"] = optimize_dict(self.optimize)
             out["steering"] = dict(self.steering or {})
         return out
 
@@ -71,6 +65,6 @@ class SignalRecipe:
         """The recipe for a signal file's ``generation_config``."""
         out: dict[str, Any] = {"method": self.method, "labels": self.labels, "seed": int(self.seed)}
         if self.fitted:
-            out["optimize"] = self.optimize.to_dict()
+            out["optimize"] = optimize_dict(self.optimize)
             out["steering"] = dict(self.steering or {})
         return out
